@@ -1,0 +1,41 @@
+# Two commands on a fresh machine:  `make demo`  and  `make test`.
+# Each creates .venv (if needed) and installs the package with everything it needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test nbtest pytest sync docs bench clean
+
+$(STAMP): settings.ini setup.py
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job on the embedded tiny default: data -> LoRA finetune -> eval -> merge -> predict.
+demo: install
+	$(BIN)/llava_lora_demo --output_dir demo_out
+
+## Everything CI runs.
+test: install
+	PATH="$(abspath $(BIN)):$$PATH" bash tools/test.sh
+
+## Pieces of `make test`, for development.
+sync: install
+	PATH="$(abspath $(BIN)):$$PATH" bash tools/check_sync.sh
+nbtest: install
+	$(BIN)/nbdev_test --n_workers 2 --timing
+pytest: install
+	$(BIN)/python -m pytest -q tests
+
+docs: install
+	PATH="$(abspath $(BIN)):$$PATH" bash tools/docs.sh
+
+bench: install
+	PATH="$(abspath $(BIN)):$$PATH" bash bench/run_all.sh
+
+clean:
+	rm -rf _docs _proc demo_out
