@@ -1,0 +1,137 @@
+"""The docs site in a real browser: serve the built site on localhost and open every page in headless
+Chromium (Debian's /usr/bin/chromium driven by Playwright's Python package; no browser download).
+
+Uses the site `tools/test.sh` just built in `_docs/` when it was built from the current sources (its
+`.sources.json` digest matches); otherwise builds one into a temporary folder with `tools/docs.sh`'s builder.
+"""
+import functools, http.server, importlib.util, os, re, subprocess, sys, threading
+from pathlib import Path
+from urllib.parse import urljoin, urlparse
+from urllib.request import urlopen
+from urllib.error import HTTPError
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = '/usr/bin/chromium'
+ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+        '--disable-background-networking', '--disable-component-update', '--disable-sync']
+
+def _docs_html():
+    spec = importlib.util.spec_from_file_location('docs_html', ROOT/'tools'/'docs_html.py')
+    m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+    return m
+
+@pytest.fixture(scope='module')
+def site(tmp_path_factory):
+    "Folder of a site built from the current sources: `_docs/` if fresh, else a new build in a temp folder."
+    dh = _docs_html()
+    if (ROOT/'_docs').exists() and dh.is_fresh(ROOT/'_docs'): return ROOT/'_docs'
+    dest = tmp_path_factory.mktemp('site')/'_docs'
+    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false'}
+    r = subprocess.run([sys.executable, str(ROOT/'tools'/'docs_html.py'), '--dest', str(dest)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, f'docs build failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}'
+    return dest
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *a): pass
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    def handle_error(self, request, client_address):   # the browser dropping a connection is not a site error
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)): super().handle_error(request, client_address)
+
+@pytest.fixture(scope='module')
+def server(site):
+    "Base URL of `site` served by http.server on 127.0.0.1 with a free port."
+    httpd = _Server(('127.0.0.1', 0), functools.partial(_QuietHandler, directory=str(site)))
+    t = threading.Thread(target=httpd.serve_forever, daemon=True); t.start()
+    yield f'http://127.0.0.1:{httpd.server_address[1]}/'
+    httpd.shutdown(); httpd.server_close()
+
+@pytest.fixture(scope='module')
+def browser():
+    if not Path(CHROMIUM).exists(): pytest.fail(f'{CHROMIUM} is missing: run `bash tools/install_browser.sh` (as root)')
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+def _pages(site):
+    "Every page the builder wrote (from its stamp), home page first."
+    import json
+    pages = sorted(json.loads((Path(site)/'.sources.json').read_text())['pages'].values())
+    return ['index.html'] + [p for p in pages if p != 'index.html']
+
+def _visit(browser, url):
+    "Open `url`; returns (page, console errors, page errors, failed requests). Caller closes the page."
+    page = browser.new_page(viewport={'width': 1280, 'height': 900})
+    console, pageerr, failed = [], [], []
+    page.on('console', lambda m: console.append(m.text) if m.type == 'error' else None)
+    page.on('pageerror', lambda e: pageerr.append(str(e)))
+    page.on('requestfailed', lambda r: failed.append(f'{r.url}: {r.failure}'))
+    resp = page.goto(url, wait_until='load')
+    assert resp is not None and resp.status == 200, f'{url}: HTTP {resp and resp.status}'
+    return page, console, pageerr, failed
+
+def test_site_has_the_pages(site):
+    pages = _pages(site)
+    assert (Path(site)/'index.html').exists() and len(pages) >= 2, pages
+    for p in pages: assert (Path(site)/p).stat().st_size > 1000, p
+    assert (Path(site)/'styles.css').exists()
+
+def test_every_page_loads_clean_with_working_links(site, server, browser):
+    problems, internal = [], {}
+    for name in _pages(site):
+        url = urljoin(server, name)
+        page, console, pageerr, failed = _visit(browser, url)
+        problems += [f'{name}: console error: {m}' for m in console] + [f'{name}: page error: {m}' for m in pageerr]
+        problems += [f'{name}: request failed: {m}' for m in failed]
+        refs = page.eval_on_selector_all('a[href]', 'els => els.map(e => e.href)') + \
+               page.eval_on_selector_all('img[src], link[href], script[src]', 'els => els.map(e => e.src || e.href)')
+        for r in refs:
+            u = urlparse(r)
+            if u.scheme in ('http', 'https') and u.netloc == urlparse(server).netloc:
+                internal.setdefault(r.split('#')[0], name)
+        nav = page.eval_on_selector_all('nav#sidebar a', 'els => els.map(e => e.getAttribute("href"))')
+        if len(nav) < len(_pages(site)): problems.append(f'{name}: sidebar has {len(nav)} links for {len(_pages(site))} pages')
+        page.close()
+    for target, src in sorted(internal.items()):
+        try: code = urlopen(target, timeout=10).status
+        except HTTPError as e: code = e.code
+        if code != 200: problems.append(f'{src}: broken internal link {target} (HTTP {code})')
+    assert not problems, '\n'.join(problems)
+    assert len(internal) >= len(_pages(site))  # at least the sidebar links were checked
+
+def test_plots_are_images(site, server, browser):
+    "Pages whose notebooks draw plots show them as loaded images of nonzero size."
+    with_plots = []
+    for name in _pages(site):
+        if not re.search(r'<img[^>]+src="data:image/png;base64', (Path(site)/name).read_text()): continue
+        page, *_ = _visit(browser, urljoin(server, name))
+        sizes = page.eval_on_selector_all('.jp-OutputArea-output img',
+                                          'els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight])')
+        page.close()
+        assert sizes, f'{name}: has PNG data but no <img> in its outputs'
+        bad = [s for s in sizes if not (s[0] and s[1] > 0 and s[2] > 0)]
+        assert not bad, f'{name}: images that did not render: {bad}'
+        with_plots.append(name)
+    assert with_plots, 'no page of the site has a plot'
+
+def test_home_page_screenshot(site, server, browser, tmp_path):
+    page, *_ = _visit(browser, server)   # the site root serves index.html
+    text = page.inner_text('body')
+    for s in ('llava_lora_nb', 'Quick start', 'make demo', 'make test'):
+        assert s in text, f'home page does not show {s!r}'
+        assert page.get_by_text(s).first.is_visible(), f'{s!r} is on the home page but not visible'
+    assert 'llava_lora_nb' in page.inner_text('h1.title')
+    shot = Path(os.environ.get('DOCS_SCREENSHOT_DIR', tmp_path))/'home.png'
+    page.screenshot(path=str(shot), full_page=False)
+    page.close()
+    from PIL import Image
+    im = Image.open(shot).convert('L')
+    assert im.size == (1280, 900)
+    lo, hi = im.getextrema()
+    assert hi - lo > 100, f'screenshot {shot} is blank (grey levels {lo}..{hi})'
+    hist = im.histogram(); assert max(hist) < 0.98 * sum(hist), f'screenshot {shot} is almost one colour'
