@@ -1,0 +1,91 @@
+"Interrupt-and-resume, reload of every saved folder to the same logits, and the optimizer's learning rates (in-process, no DeepSpeed)."
+import json
+from pathlib import Path
+import pytest, torch, transformers
+from llava_lora_nb.train import parse_args, train, load_trained, LLaVATrainer, is_projector_param, NON_LORA_NAME
+from safetensors.torch import load_file
+
+def _args(ckpt, data, folder, out, *extra):
+    return parse_args(['--model_name_or_path', str(ckpt), '--data_path', str(data), '--image_folder', str(folder),
+                       '--version', 'v1', '--lora_enable', 'True', '--lora_r', '8', '--lora_alpha', '16', '--lora_dropout', '0.1',
+                       '--learning_rate', '3e-3', '--mm_projector_lr', '1e-3', '--group_by_modality_length', 'True',
+                       '--per_device_train_batch_size', '4', '--max_steps', '8', '--save_steps', '4', '--logging_steps', '1',
+                       '--lr_scheduler_type', 'cosine', '--warmup_steps', '2', '--model_max_length', '256',
+                       '--output_dir', str(out), '--report_to', 'none', '--seed', '7', '--disable_tqdm', 'True', *extra])
+
+class Interrupt(Exception): pass
+
+class Stop(transformers.TrainerCallback):
+    "Raise at step `k` (after the checkpoint at step 4 was written), like a killed job."
+    def __init__(self, k): self.k = k
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == self.k: raise Interrupt(f"stopped at step {self.k}")
+
+class Capture(transformers.TrainerCallback):
+    "Record, at every save, the logits of the live model on a fixed batch, and the optimizer's learning rates."
+    def __init__(self, batch): self.batch, self.logits, self.lrs = batch, {}, []
+    def on_step_end(self, args, state, control, model=None, optimizer=None, **kw):
+        self.lrs.append([g['lr'] for g in optimizer.param_groups])
+    def on_save(self, args, state, control, model=None, **kw):
+        was = model.training; model.eval()
+        with torch.no_grad(): self.logits[state.global_step] = model(**self.batch).logits.clone()
+        model.train(was)
+
+def _batch(ckpt, data, folder):
+    from llava_lora_nb.data import LazySupervisedDataset, DataCollatorForSupervisedDataset
+    proc = transformers.AutoProcessor.from_pretrained(ckpt)
+    ds = LazySupervisedDataset(data, folder, proc, template='v1', model_max_length=256)
+    b = DataCollatorForSupervisedDataset(proc.tokenizer.pad_token_id, 256)([ds[i] for i in range(6)])
+    b.pop('labels'); return b
+
+def _trained(folder):
+    f = Path(folder)
+    return {**load_file(str(f/'adapter_model.safetensors')), **load_file(str(f/f'{NON_LORA_NAME}.safetensors'))}
+
+@pytest.fixture(scope='module')
+def full_run(tmp_path_factory, tiny_ckpt, shapes):
+    data, _, folder = shapes
+    out = tmp_path_factory.mktemp('full')/'out'
+    cap = Capture(_batch(tiny_ckpt, data, folder))
+    train(*_args(tiny_ckpt, data, folder, out), callbacks=[cap], verbose=False)
+    return out, cap
+
+def test_reload_every_folder_same_logits(full_run, tiny_ckpt, shapes):
+    out, cap = full_run
+    assert sorted(cap.logits) == [4, 8]
+    for step in (4, 8):
+        folder = out/f'checkpoint-{step}'
+        model, _ = load_trained(folder, model_base=tiny_ckpt)
+        with torch.no_grad(): got = model(**cap.batch).logits
+        torch.testing.assert_close(got, cap.logits[step], rtol=1e-5, atol=1e-5)
+    model, _ = load_trained(out)            # the final folder = the last step
+    with torch.no_grad(): torch.testing.assert_close(model(**cap.batch).logits, cap.logits[8], rtol=1e-5, atol=1e-5)
+    base = transformers.LlavaForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
+    with torch.no_grad(): assert (base(**cap.batch).logits - cap.logits[8]).abs().max() > 1e-2   # training changed something
+    nl = load_file(str(out/f'{NON_LORA_NAME}.safetensors'))
+    assert nl and all(is_projector_param(k) and k.startswith('base_model.model.') for k in nl)
+    bn = torch.load(out/f'{NON_LORA_NAME}.bin', weights_only=True)
+    assert bn.keys() == nl.keys() and all(torch.equal(bn[k], nl[k]) for k in nl)
+
+def test_param_group_learning_rates(full_run):
+    out, cap = full_run
+    lr, plr = 3e-3, 1e-3
+    # groups: LoRA (decay), projector (decay), projector (no decay): every projector group runs at mm_projector_lr
+    # on the same schedule, so at each step the ratio is exactly plr/lr
+    for lrs in cap.lrs:
+        assert len(lrs) == 3
+        assert lrs[1] == pytest.approx(lrs[0] * plr / lr) and lrs[2] == pytest.approx(lrs[1])
+    assert cap.lrs[1][0] == pytest.approx(lr)            # end of warm-up (2 steps): the peak
+    assert cap.lrs[1][1] == pytest.approx(plr)
+
+def test_interrupt_and_resume_matches(full_run, tmp_path, tiny_ckpt, shapes):
+    data, _, folder = shapes
+    out = tmp_path/'out'
+    with pytest.raises(Interrupt): train(*_args(tiny_ckpt, data, folder, out), callbacks=[Stop(5)], verbose=False)
+    assert (out/'checkpoint-4').exists() and not (out/'checkpoint-8').exists()
+    train(*_args(tiny_ckpt, data, folder, out), verbose=False)   # resumes from checkpoint-4, as the original does
+    state = json.loads((out/'trainer_state.json').read_text())
+    assert state['global_step'] == 8
+    ref, got = _trained(full_run[0]), _trained(out)
+    assert ref.keys() == got.keys()
+    for k in ref: torch.testing.assert_close(got[k], ref[k], rtol=0, atol=1e-6, msg=k)
