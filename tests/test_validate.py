@@ -1,0 +1,62 @@
+"Validate: predict/eval console scripts as subprocesses on a model trained with `llava_lora_train`; the finetuned model beats the base."
+import json
+import pytest
+from conftest import run_cli
+
+
+@pytest.fixture(scope='module')
+def trained(tiny_ckpt, shapes, tmp_path_factory):
+    "A LoRA adapter trained briefly on the shapes task with the real trainer (`train_cli`), and its streaming merge by `llava_lora_merge`."
+    train_json, _, folder = shapes
+    d = tmp_path_factory.mktemp('trained')
+    from llava_lora_nb.train import train_cli  # in-process: the console script's exit status is the trainer's business
+    out = train_cli(['--model_name_or_path', str(tiny_ckpt), '--data_path', str(train_json), '--image_folder', str(folder),
+                     '--output_dir', str(d/'run'), '--lora_enable', 'True', '--lora_r', '16', '--lora_alpha', '32',
+                     '--lora_dropout', '0.0', '--learning_rate', '2e-3', '--mm_projector_lr', '2e-3', '--max_steps', '40',
+                     '--per_device_train_batch_size', '8', '--report_to', 'none', '--save_strategy', 'no', '--use_cpu', 'True',
+                     '--seed', '0'])
+    assert (d/'run'/'adapter_config.json').exists() and (d/'run'/'non_lora_trainables.safetensors').exists(), out
+    r = run_cli('llava_lora_merge', '--model-path', d/'run', '--model-base', tiny_ckpt, '--save-model-path', d/'merged', '--streaming')
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    return d/'run', d/'merged'
+
+
+def test_predict_cli_adapter_equals_merged(trained, tiny_ckpt, shapes):
+    "Greedy answers from the adapter on its base and from the merged folder (no base, no PEFT) are the same."
+    adapter, merged = trained
+    _, heldout, folder = shapes
+    rec = next(r for r in json.loads(heldout.read_text()) if r.get('image'))
+    q = rec['conversations'][0]['value'].replace('<image>\n', '')
+    a = run_cli('llava_lora_predict', '--model-path', adapter, '--model-base', tiny_ckpt, '--image', folder/rec['image'],
+                '--prompt', q, '--max_new_tokens', '4')
+    b = run_cli('llava_lora_predict', '--model-path', merged, '--image', folder/rec['image'], '--prompt', q, '--max_new_tokens', '4')
+    assert a.returncode == 0 and b.returncode == 0, a.stderr[-2000:] + b.stderr[-2000:]
+    assert a.stdout.strip() and a.stdout == b.stdout
+
+
+def test_predict_cli_adapter_needs_base(trained):
+    r = run_cli('llava_lora_predict', '--model-path', trained[0], '--prompt', 'Is red a colour or a shape?')
+    assert r.returncode == 1 and 'pass the base it was trained from' in r.stderr
+
+
+def test_load_for_inference_wrong_base(trained, tmp_path):
+    from llava_lora_nb.testing import save_tiny_checkpoint
+    from llava_lora_nb.validate import load_for_inference
+    wide = save_tiny_checkpoint(tmp_path/'wide', hidden_size=64)
+    with pytest.raises(ValueError, match='text_config.hidden_size: adapter 128 vs base 64'):
+        load_for_inference(trained[0], wide)
+
+
+def test_eval_cli_finetuned_beats_base(trained, tiny_ckpt, shapes, tmp_path):
+    "On held-out shapes records, the merged finetuned model's exact match is higher than the base's."
+    _, heldout, folder = shapes
+    out = tmp_path/'results.jsonl'
+    r = run_cli('llava_lora_eval', '--model-path', trained[1], '--compare', tiny_ckpt, '--data', heldout, '--image_folder', folder,
+                '--limit', '16', '--max_new_tokens', '4', '--output', out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(l) for l in out.read_text().splitlines()]
+    summary = json.loads(out.with_suffix('.summary.json').read_text())
+    assert len(rows) == 16 and all(set(x['answers']) == {'model', 'compare'} for x in rows)
+    print(r.stdout)
+    assert summary['model']['exact_match'] > summary['compare']['exact_match'], summary
+    assert summary['model']['correct'] == sum(x['correct']['model'] for x in rows)
