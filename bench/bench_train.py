@@ -1,0 +1,119 @@
+"""Training-step benchmark: seconds/step and peak RSS of our `LLaVATrainer` vs a plain `transformers.Trainer`
+on the same PEFT model, data, batch and settings (the overhead of our features), at a tiny and a "small"
+(~100M-parameter) LLaVA; and LoRA vs QLoRA (bitsandbytes 4-bit on CPU) vs full finetuning memory next to
+`estimate_memory`. Every configuration runs in a fresh subprocess (so peak RSS is its own).
+
+    python bench/bench_train.py            # tiny + small, 3 runs of the trainer comparison
+    python bench/bench_train.py --quick    # tiny only, few steps, 1 run (smoke test)
+"""
+from __future__ import annotations
+import argparse, json, sys, time
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import BENCH, vm, median, run_worker, write_result, mib
+
+SIZES = {'tiny': {}, 'small': dict(hidden_size=768, num_layers=12, vision_hidden_size=256)}
+
+def checkpoint(workdir, size):
+    "A saved LLaVA checkpoint of `size` (tiny processor; the small one has a 768×12 Llama and a 256-wide CLIP)."
+    from llava_lora_nb.testing import save_tiny_checkpoint
+    d = Path(workdir)/f'ckpt-{size}'
+    if not (d/'config.json').exists(): save_tiny_checkpoint(d, **SIZES[size])
+    return d
+
+def worker(trainer_kind, method, ckpt, data, folder, steps, bs, out):
+    "One training run in this process; prints JSON with step times, RSS after imports/load and peak RSS."
+    import torch, transformers, peft
+    from llava_lora_nb.loading import LoraSettings, load_for_training, estimate_memory
+    from llava_lora_nb.data import LazySupervisedDataset, data_collator
+    from llava_lora_nb.train import LLaVATrainer, TrainingArguments
+    rss_imports = vm('VmRSS')
+    settings = LoraSettings(lora_r=16, lora_alpha=32, lora_dropout=0.05, bits=4 if method == 'qlora' else 16,
+                            lora_enable=method != 'full', mm_projector_lr=2e-5)
+    transformers.set_seed(0)
+    model, processor = load_for_training(ckpt, settings, torch_dtype=torch.float32)
+    rss_model = vm('VmRSS')
+    ds = LazySupervisedDataset(data, folder, processor, template='vicuna_v1', model_max_length=512)
+    common = dict(output_dir=out, per_device_train_batch_size=bs, max_steps=steps, learning_rate=2e-4, logging_steps=1,
+                  save_strategy='no', report_to=[], use_cpu=True, dataloader_num_workers=0, seed=0, disable_tqdm=True,
+                  remove_unused_columns=False, lr_scheduler_type='cosine', warmup_steps=0)
+    times = []
+    class Clock(transformers.TrainerCallback):
+        def on_step_begin(self, *a, **k): self.t = time.perf_counter()
+        def on_step_end(self, *a, **k): times.append(time.perf_counter() - self.t)
+    if trainer_kind == 'ours':
+        args = TrainingArguments(**common, group_by_modality_length=True, mm_projector_lr=2e-5)
+        tr = LLaVATrainer(model=model, args=args, train_dataset=ds, data_collator=data_collator(ds), callbacks=[Clock()],
+                          llava_settings={'lora': settings.to_dict()})
+    else:
+        args = transformers.TrainingArguments(**common)
+        tr = transformers.Trainer(model=model, args=args, train_dataset=ds, data_collator=data_collator(ds), callbacks=[Clock()])
+    t0 = time.perf_counter(); tr.train(); total = time.perf_counter() - t0
+    n_params = sum(p.numel() for p in model.parameters())
+    est = estimate_memory(model.get_base_model().config if hasattr(model, 'get_base_model') else model.config, settings,
+                          method=settings.method, dtype=torch.float32)
+    print(json.dumps({'trainer': trainer_kind, 'method': method, 'step_s': times, 'train_s': total, 'rss_imports': rss_imports,
+                      'rss_model': rss_model, 'peak_rss': vm('VmHWM'), 'params': n_params,
+                      'loss': [r['loss'] for r in tr.state.log_history if 'loss' in r], 'estimate': est}))
+
+def step_s(r, skip=3): return median(r['step_s'][skip:] or r['step_s'])
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--quick', action='store_true'); p.add_argument('--runs', type=int, default=None)
+    p.add_argument('--workdir', default='/tmp/bench-train'); p.add_argument('--json', default=None)
+    p.add_argument('--worker', nargs=8, help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.worker:
+        k, m, c, d, f, s, b, o = a.worker; return worker(k, m, c, d, f, int(s), int(b), o)
+    from llava_lora_nb.testing import make_shapes_dataset
+    wd = Path(a.workdir); wd.mkdir(parents=True, exist_ok=True)
+    data = make_shapes_dataset(wd/'shapes', n=128, seed=0)
+    runs = a.runs or (1 if a.quick else 3)
+    plan = {'tiny': dict(steps=6, bs=8)} if a.quick else {'tiny': dict(steps=30, bs=8), 'small': dict(steps=8, bs=4)}
+    res = {}
+    for size, cfg in plan.items():
+        ck = checkpoint(wd, size)
+        go = lambda kind, method: run_worker(__file__, '--worker', kind, method, ck, data, wd/'shapes', cfg['steps'], cfg['bs'], wd/f'out-{kind}-{method}')
+        rows = {'ours': [], 'plain': []}
+        for r in range(runs):   # interleaved so load changes hit both alike
+            for kind in rows:
+                rows[kind].append(go(kind, 'lora')); print(size, kind, r, round(step_s(rows[kind][-1]), 3), 's/step', mib(rows[kind][-1]['peak_rss']), 'MiB', flush=True)
+        meth = {'lora': rows['ours'][0]}
+        for m in ('qlora', 'full'):
+            try: meth[m] = go('ours', m); print(size, m, round(step_s(meth[m]), 3), mib(meth[m]['peak_rss']), flush=True)
+            except RuntimeError as e: meth[m] = {'error': str(e)[-1500:]}; print(size, m, 'FAILED', str(e)[-400:], flush=True)
+        o, pl = median([step_s(r) for r in rows['ours']]), median([step_s(r) for r in rows['plain']])
+        res[size] = {'steps': cfg['steps'], 'batch_size': cfg['bs'], 'params': rows['ours'][0]['params'],
+                     'sec_per_step': {'ours': o, 'plain': pl}, 'overhead_pct': 100 * (o / pl - 1), 'overhead_within_5pct': o <= 1.05 * pl,
+                     'peak_rss_mib': {'ours': mib(median([r['peak_rss'] for r in rows['ours']])), 'plain': mib(median([r['peak_rss'] for r in rows['plain']]))},
+                     'final_loss': {'ours': rows['ours'][0]['loss'][-1], 'plain': rows['plain'][0]['loss'][-1]},
+                     'methods': {m: ({'error': r['error']} if 'error' in r else
+                                     {'sec_per_step': step_s(r), 'peak_rss_mib': mib(r['peak_rss']), 'rss_after_imports_mib': mib(r['rss_imports']),
+                                      'training_ws_mib': mib(r['peak_rss'] - r['rss_imports']), 'model_loaded_ws_mib': mib(r['rss_model'] - r['rss_imports']),
+                                      'estimate_mib (no activations)': {k: mib(v) for k, v in r['estimate'].items()}})
+                                 for m, r in meth.items()},
+                     'raw': {'ours': rows['ours'], 'plain': rows['plain']}}
+    write_result('train', {'runs': runs, 'lora_r': 16, 'results': res}, a.json or (wd/'train_quick.json' if a.quick else None))
+    if not a.quick: plot(res, BENCH/'train.png')
+    print(json.dumps({s: {k: v for k, v in r.items() if k != 'raw'} for s, r in res.items()}, indent=1))
+
+def plot(res, path):
+    import matplotlib; matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    sizes = list(res)
+    fig, axes = plt.subplots(1, 1 + len(sizes), figsize=(4.2 * (1 + len(sizes)), 3.6))
+    ax = axes[0]; w = 0.38
+    for j, k in enumerate(('plain', 'ours')):
+        ax.bar([i + (j - .5) * w for i in range(len(sizes))], [res[s]['sec_per_step'][k] for s in sizes], w,
+               label='transformers.Trainer + PEFT' if k == 'plain' else 'LLaVATrainer')
+    ax.set_xticks(range(len(sizes)), [f"{s} ({res[s]['params']/1e6:.1f}M)" for s in sizes]); ax.set_ylabel('s/step (median)'); ax.legend(fontsize=8)
+    ax.set_title('LoRA step time')
+    for ax, s in zip(axes[1:], sizes):
+        ms = [m for m, r in res[s]['methods'].items() if 'error' not in r]
+        ax.bar([i - w/2 for i in range(len(ms))], [res[s]['methods'][m]['training_ws_mib'] for m in ms], w, label='measured (peak RSS − imports)')
+        ax.bar([i + w/2 for i in range(len(ms))], [res[s]['methods'][m]['estimate_mib (no activations)']['total'] for m in ms], w, label='estimate_memory (no activations)')
+        ax.set_xticks(range(len(ms)), ms); ax.set_ylabel('MiB'); ax.set_title(f'{s}: training memory'); ax.legend(fontsize=7)
+    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+
+if __name__ == '__main__': main()
