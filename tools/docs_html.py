@@ -96,7 +96,7 @@ def _make_executor(skip_flags, deadline, **kw):
                 raise TimeoutError(f'notebook timeout reached before cell {index}')
             self.timeout = max(1, int(deadline - time.time()))
             return super().preprocess_cell(cell, resources, index)
-    return SkipFlaggedExecute(kernel_name='python3', **kw)
+    return SkipFlaggedExecute(kernel_name='python3', extra_arguments=['--IPKernelApp.log_level=40'], **kw)  # no TCP banner
 
 # ---------------------------------------------------------------- step 3: render
 _TEMPLATE = r"""{%- extends 'lab/index.html.j2' -%}
@@ -228,7 +228,7 @@ def build_one(nb_path:str, out_dir:str, proc_dir:str, tmpl_dir:str, nav_pages:li
         ep = _make_executor(skip_flags, time.time() + timeout, timeout=timeout, allow_errors=False)
         try: ep.preprocess(nb, {'metadata': {'path': str(nb_path.parent)}})
         except Exception as e:
-            msg = str(e).strip().splitlines()
+            msg = re.sub(r'\x1b\[[0-9;]*m', '', str(e)).strip().splitlines()
             raise RuntimeError(f'nbs/{name} failed while executing for the docs: ' + '\n'.join(msg[-25:]) +
                                f'\n  -> reproduce with `nbdev_test --path nbs/{name}`') from None
         executed = True
@@ -299,7 +299,8 @@ def build(dest:Path=ROOT/'_docs', n_workers:int=2, timeout:int=300, quiet=False)
     nbdev_yml = yaml.safe_load((NBS/'nbdev.yml').read_text()) if (NBS/'nbdev.yml').exists() else {}
     site_title = nbdev_yml.get('website', {}).get('title', cfg.get('title', cfg.lib_name))
     site_url = f"{cfg.get('doc_host', '').rstrip('/')}{cfg.get('doc_baseurl', '')}"
-    say = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+    from tqdm.auto import tqdm
+    say = (lambda *a: None) if quiet else (lambda *a: tqdm.write(' '.join(map(str, a))))   # not into the progress bar
 
     order, have, pagemap, pages, notes = site_plan()
     for n in notes: say(f'docs: note: {n}')
@@ -316,7 +317,6 @@ def build(dest:Path=ROOT/'_docs', n_workers:int=2, timeout:int=300, quiet=False)
     t0, results, errors = time.time(), [], []
     say(f'docs: rendering {len(order)} notebooks with nbconvert ({n_workers} workers, {timeout} s per notebook) -> {dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest}')
     try:
-        from tqdm.auto import tqdm
         with ProcessPoolExecutor(max_workers=n_workers, mp_context=mp.get_context('spawn'), max_tasks_per_child=1) as ex:
             futs = {ex.submit(build_one, str(have[e]), str(tmp), str(proc), str(tmpl), pages, pagemap, site_title,
                               site_url, skip_flags, timeout, threads): e for _, e in order}
