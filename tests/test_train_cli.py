@@ -1,0 +1,64 @@
+"`llava_lora_train` as a user runs it: a subprocess with the original `train.py` flags."
+import json
+from pathlib import Path
+from conftest import run_cli
+
+ORIGINAL_FLAGS = [  # as in LLaVA's scripts/v1_5/finetune_task_lora.sh, scaled down
+    '--version', 'v1', '--lora_enable', 'True', '--lora_r', '8', '--lora_alpha', '16', '--mm_projector_lr', '1e-3',
+    '--vision_tower', 'openai/clip-vit-tiny-patch8-32', '--mm_projector_type', 'mlp2x_gelu', '--mm_vision_select_layer', '-2',
+    '--mm_use_im_start_end', 'False', '--mm_use_im_patch_token', 'False', '--image_aspect_ratio', 'pad',
+    '--group_by_modality_length', 'True', '--bf16', 'True', '--num_train_epochs', '1', '--per_device_train_batch_size', '4',
+    '--gradient_accumulation_steps', '1', '--evaluation_strategy', 'no', '--save_strategy', 'steps', '--save_total_limit', '3',
+    '--learning_rate', '3e-3', '--weight_decay', '0.', '--warmup_ratio', '0.03', '--lr_scheduler_type', 'cosine',
+    '--logging_steps', '2', '--tf32', 'True', '--model_max_length', '256', '--gradient_checkpointing', 'True',
+    '--dataloader_num_workers', '0', '--lazy_preprocess', 'True', '--report_to', 'none']
+
+WANT = {'adapter_config.json', 'adapter_model.safetensors', 'non_lora_trainables.safetensors', 'non_lora_trainables.bin',
+        'config.json', 'llava_lora_settings.json', 'processor_config.json', 'tokenizer_config.json'}
+
+def test_train_cli_original_flags(tmp_path, tiny_ckpt, shapes):
+    data, _, folder = shapes
+    out = tmp_path/'out'
+    r = run_cli('llava_lora_train', '--model_name_or_path', tiny_ckpt, '--data_path', data, '--image_folder', folder,
+                '--output_dir', out, '--max_steps', '16', '--save_steps', '8', *ORIGINAL_FLAGS)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert 'note: --mm_projector_type mlp2x_gelu' in r.stdout and 'data OK' in r.stdout
+    log = json.loads((out/'trainer_state.json').read_text())['log_history']
+    losses = [x['loss'] for x in log if 'loss' in x]
+    assert losses[-1] < 0.8 * losses[0], losses                              # it learns
+    assert all('learning_rate' in x for x in log if 'loss' in x)
+    for d in (out, out/'checkpoint-8', out/'checkpoint-16'):
+        files = {p.name for p in d.iterdir()}
+        assert WANT <= files, (d, files)
+    assert (out/'loss.png').stat().st_size > 1000
+    s = json.loads((out/'llava_lora_settings.json').read_text())
+    assert s['version'] == 'v1' and s['lora']['lora_r'] == 8 and s['model_name_or_path'] == str(tiny_ckpt)
+
+def test_train_cli_refuses_bad_data(tmp_path, tiny_ckpt, shapes):
+    _, _, folder = shapes
+    bad = tmp_path/'bad.json'
+    bad.write_text(json.dumps([{'id': 'no-such-image', 'image': 'images/missing.png', 'conversations': [
+        {'from': 'human', 'value': '<image>\nWhat colour?'}, {'from': 'gpt', 'value': 'red'}]},
+        {'id': 'wrong-role', 'conversations': [{'from': 'gpt', 'value': 'hi'}]}]))
+    r = run_cli('llava_lora_train', '--model_name_or_path', tiny_ckpt, '--data_path', bad, '--image_folder', folder,
+                '--output_dir', tmp_path/'out', '--report_to', 'none')
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert 'no-such-image' in r.stderr and 'wrong-role' in r.stderr
+    assert not (tmp_path/'out'/'adapter_model.safetensors').exists()
+
+def test_train_cli_refuses_inconsistent_architecture(tmp_path, tiny_ckpt, shapes):
+    data, _, folder = shapes
+    r = run_cli('llava_lora_train', '--model_name_or_path', tiny_ckpt, '--data_path', data, '--image_folder', folder,
+                '--output_dir', tmp_path/'out', '--report_to', 'none', '--mm_projector_type', 'linear',
+                '--mm_vision_select_layer', '-1', '--mm_use_im_start_end', 'True')
+    assert r.returncode == 2
+    for s in ('--mm_projector_type linear', 'pass -2', '--mm_use_im_start_end True'): assert s in r.stderr, r.stderr[-3000:]
+
+def test_train_cli_yaml_config(tmp_path, tiny_ckpt, shapes):
+    data, _, folder = shapes
+    cfg = tmp_path/'run.yaml'
+    cfg.write_text(f"model_name_or_path: {tiny_ckpt}\ndata_path: {data}\nimage_folder: {folder}\noutput_dir: {tmp_path/'out'}\n"
+                   "lora_enable: true\nlora_r: 4\nmax_steps: 2\nper_device_train_batch_size: 2\nreport_to: none\nsave_strategy: 'no'\n")
+    r = run_cli('llava_lora_train', cfg)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((tmp_path/'out'/'adapter_config.json').read_text())['r'] == 4

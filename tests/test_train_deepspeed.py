@@ -1,0 +1,104 @@
+"""Real DeepSpeed runs on CPU (ZeRO-2, ZeRO-3, two processes, QLoRA + ZeRO-3), each in a subprocess.
+
+DeepSpeed compiles its shared-memory op on first use (~45 s, cached afterwards), so these runs are few and short.
+This file is also the worker: `python tests/test_train_deepspeed.py <llava_lora_train flags>` trains with a callback
+that writes, on every rank, a digest of the trainable weights (`rank<r>.json`), so the ranks can be compared."""
+import json, os, socket, subprocess, sys
+from pathlib import Path
+import pytest, torch
+
+HERE = Path(__file__).resolve()
+
+def _free_port():
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+def _env(single=True):
+    e = {**os.environ, 'TOKENIZERS_PARALLELISM': 'false', 'HF_HUB_OFFLINE': '1', 'OMP_NUM_THREADS': '1',
+         'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(_free_port())}
+    if single: e.update(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1')
+    return e
+
+def _flags(ckpt, data, folder, out, *extra):
+    return ['--model_name_or_path', str(ckpt), '--data_path', str(data), '--image_folder', str(folder), '--version', 'v1',
+            '--lora_enable', 'True', '--lora_r', '8', '--lora_alpha', '16', '--learning_rate', '3e-3', '--mm_projector_lr', '1e-3',
+            '--group_by_modality_length', 'True', '--per_device_train_batch_size', '4', '--max_steps', '6', '--save_steps', '3',
+            '--logging_steps', '1', '--model_max_length', '256', '--output_dir', str(out), '--report_to', 'none',
+            '--disable_tqdm', 'True', '--seed', '0', *extra]
+
+def _run(cmd, env, timeout=400):
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=HERE.parent)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-5000:])
+    return r
+
+def _check_folder(d, ckpt):
+    "A saved folder (final or checkpoint) is complete, its projector is real (not ZeRO-3's empty placeholders) and it loads."
+    from safetensors.torch import load_file
+    from llava_lora_nb.train import load_trained
+    d = Path(d)
+    nl = load_file(str(d/'non_lora_trainables.safetensors'))
+    assert nl and all(v.numel() > 0 for v in nl.values()), {k: v.shape for k, v in nl.items()}
+    ad = load_file(str(d/'adapter_model.safetensors'))
+    assert ad and all(v.numel() > 0 for v in ad.values())
+    assert any(v.abs().sum() > 0 for k, v in ad.items() if 'lora_B' in k)   # LoRA B starts at 0: it trained
+    model, proc = load_trained(d, model_base=ckpt)
+    ids = proc.tokenizer('USER: What colour? ASSISTANT:', return_tensors='pt').input_ids
+    with torch.no_grad(): assert torch.isfinite(model(input_ids=ids).logits).all()
+
+def test_zero2_and_zero3_single_process(tmp_path, tiny_ckpt, shapes):
+    data, _, folder = shapes
+    for stage in ('zero2', 'zero3'):
+        out = tmp_path/stage
+        _run([sys.executable, str(HERE), *_flags(tiny_ckpt, data, folder, out, '--deepspeed', stage)], _env())
+        d = json.loads((out/'rank0.json').read_text())
+        assert d['deepspeed_stage'] == int(stage[-1]), d
+        assert d['lrs'][0] == pytest.approx(d['lrs'][1] * 3)     # projector group at mm_projector_lr through DeepSpeed
+        for f in (out, out/'checkpoint-3'): _check_folder(f, tiny_ckpt)
+
+def test_two_processes_ranks_agree(tmp_path, tiny_ckpt, shapes):
+    "torchrun with 2 CPU processes (DDP over gloo; multi-process DeepSpeed needs GPUs): both ranks end with the same weights."
+    data, _, folder = shapes
+    out = tmp_path/'ddp2'
+    torchrun = Path(sys.executable).parent/'torchrun'
+    _run([str(torchrun), '--nproc_per_node', '2', '--master_port', str(_free_port()), str(HERE),
+          *_flags(tiny_ckpt, data, folder, out, '--max_steps', '4', '--save_steps', '2')], _env(single=False))
+    r0, r1 = (json.loads((out/f'rank{r}.json').read_text()) for r in (0, 1))
+    assert (r0['world_size'], r1['world_size']) == (2, 2)
+    assert r0['digest'] == r1['digest'] and r0['digest_sum'] != 0
+    st = json.loads((out/'trainer_state.json').read_text())
+    assert st['global_step'] == 4 and st['train_batch_size'] == 4   # per device; 2 ranks × 4 records a step
+    _check_folder(out, tiny_ckpt)
+
+def test_qlora_zero3(tmp_path, tiny_ckpt, shapes):
+    "QLoRA (4-bit, bitsandbytes on CPU) under ZeRO-3: the 4-bit weights are stored in the compute dtype so ZeRO-3 can partition them."
+    data, _, folder = shapes
+    out = tmp_path/'q3'
+    _run([sys.executable, str(HERE), *_flags(tiny_ckpt, data, folder, out, '--deepspeed', 'zero3', '--bits', '4', '--max_steps', '4',
+                                               '--save_steps', '2')], _env())
+    d = json.loads((out/'rank0.json').read_text())
+    assert d['deepspeed_stage'] == 3 and d['n_4bit'] > 0, d
+    for f in (out, out/'checkpoint-2'): _check_folder(f, tiny_ckpt)
+
+def _worker(argv):
+    import transformers
+    from llava_lora_nb.train import parse_args, train
+    class Digest(transformers.TrainerCallback):
+        def on_step_end(self, args, state, control, optimizer=None, **kw):
+            if state.global_step == 1: self.lrs = [g['lr'] for g in optimizer.param_groups]
+        def on_train_end(self, args, state, control, model=None, **kw):
+            import deepspeed
+            ps = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+            vals = []
+            for n, p in ps:
+                with deepspeed.zero.GatheredParameters([p], enabled=hasattr(p, 'ds_id')):
+                    vals.append((n, float(p.detach().double().sum()), float(p.detach().double().abs().sum())))
+            ds = getattr(args, 'hf_deepspeed_config', None)
+            rank = int(os.environ.get('RANK', 0))
+            Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+            (Path(args.output_dir)/f'rank{rank}.json').write_text(json.dumps({
+                'world_size': args.world_size, 'digest': [f"{n}:{s:.6e}:{a:.6e}" for n, s, a in vals],
+                'digest_sum': sum(a for _, _, a in vals), 'lrs': getattr(self, 'lrs', None),
+                'n_4bit': sum(type(m).__name__ == 'Linear4bit' for m in model.modules()),
+                'deepspeed_stage': ds.config['zero_optimization']['stage'] if ds else None}))
+    train(*parse_args(argv), callbacks=[Digest()])
+
+if __name__ == '__main__': _worker(sys.argv[1:])
