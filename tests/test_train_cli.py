@@ -62,3 +62,13 @@ def test_train_cli_yaml_config(tmp_path, tiny_ckpt, shapes):
     r = run_cli('llava_lora_train', cfg)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((tmp_path/'out'/'adapter_config.json').read_text())['r'] == 4
+
+def test_train_cli_refuses_multiprocess_deepspeed_without_gpu(tmp_path, tiny_ckpt, shapes):
+    "accelerate cannot set DeepSpeed up between CPU processes: say so instead of training each process alone."
+    import pytest, torch
+    if torch.cuda.is_available(): pytest.skip('GPU machine: multi-process DeepSpeed is supported')
+    data, _, folder = shapes
+    r = run_cli('llava_lora_train', '--model_name_or_path', tiny_ckpt, '--data_path', data, '--image_folder', folder,
+                '--output_dir', tmp_path/'out', '--report_to', 'none', '--deepspeed', 'zero2',
+                env={'WORLD_SIZE': '2', 'RANK': '0', 'LOCAL_RANK': '0', 'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': '29999'})
+    assert r.returncode == 2 and 'without --deepspeed' in r.stderr, r.stderr[-3000:]
