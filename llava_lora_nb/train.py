@@ -288,8 +288,8 @@ class TrainingArguments(transformers.TrainingArguments):
     quant_type: str = field(default='nf4', metadata={'help': 'QLoRA: nf4 or fp4'})
     bits: int = field(default=16, metadata={'help': '16, 8 or 4 (QLoRA)'})
     lora_enable: bool = False
-    lora_r: int = 64
-    lora_alpha: int = 16
+    lora_r: int = 128      # LLaVA-1.5 recipe (the original train.py defaults to 64/16; its v1.5 scripts pass 128/256)
+    lora_alpha: int = 256
     lora_dropout: float = 0.05
     lora_weight_path: str = ''
     lora_bias: str = 'none'
