@@ -1,8 +1,15 @@
-"The main job as a user runs it: `llava_lora_demo` in a subprocess."
+"The main job as a user runs it: `llava_lora_demo` in a subprocess (short run; `make demo` runs the full default)."
+import json
 from conftest import run_cli
 
 def test_demo_cli(tmp_path):
-    r = run_cli('llava_lora_demo', '--output_dir', tmp_path/'demo')
+    out = tmp_path/'demo'
+    r = run_cli('llava_lora_demo', '--output_dir', out, '--steps', '24', '--n_train', '128', '--quiet')
     assert r.returncode == 0, r.stderr[-3000:]
-    assert 'llava_lora_demo' in r.stdout
-    assert (tmp_path/'demo'/'data'/'data.json').exists()
+    assert 'held-out accuracy' in r.stdout and 'merge            : verified' in r.stdout
+    rep = json.loads((out/'report.json').read_text())
+    assert rep['loss_end'] < rep['loss_start']
+    assert (out/'merged'/'config.json').exists() and (out/'adapter'/'non_lora_trainables.safetensors').exists()
+    # re-running into the same folder refuses (never silently overwrites) and says what to do
+    again = run_cli('llava_lora_demo', '--output_dir', out, '--steps', '24', '--n_train', '128', '--quiet')
+    assert again.returncode == 2 and '--overwrite' in again.stderr

@@ -14,5 +14,5 @@ echo "== 3/4 docs site (make docs: Quarto if installed, else nbconvert) for the 
 bash tools/install_browser.sh
 bash tools/docs.sh --if_stale
 echo "== 4/4 pytest"
-python -m pytest -q -p no:cacheprovider tests
+python -m pytest -q -p no:cacheprovider --durations=12 tests
 echo "make test: all green in $(( $(date +%s) - start )) s"
