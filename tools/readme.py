@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 "Write README.md from nbs/index.ipynb (what `nbdev_readme` does with Quarto, which these machines lack)."
-import json, sys
+import json, re, sys
 from pathlib import Path
 
 def render(nb_path='nbs/index.ipynb'):
@@ -9,7 +9,7 @@ def render(nb_path='nbs/index.ipynb'):
     for c in nb['cells']:
         src = ''.join(c['source']).strip()
         if not src or src.startswith('#| hide'): continue
-        if c['cell_type'] == 'markdown': parts.append(src)
+        if c['cell_type'] == 'markdown': parts.append(re.sub(r'\]\((\w+\.ipynb)\)', r'](nbs/\1)', src))  # links work on the repo page
         else: parts.append('```python\n' + src + '\n```')
     return '<!-- WARNING: generated from nbs/index.ipynb by tools/readme.py; do not edit -->\n\n' + '\n\n'.join(parts) + '\n'
 
