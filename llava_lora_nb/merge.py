@@ -78,11 +78,9 @@ _ORIG_PROJ = {'mm_projector.0.': 'multi_modal_projector.linear_1.', 'mm_projecto
 
 def read_non_lora_trainables(adapter_dir) -> dict:
     "The projector (and any other non-LoRA trainables) of `adapter_dir`, keyed by the plain model's parameter names."
-    from safetensors.torch import load_file
-    d = Path(adapter_dir)
-    if (d/NON_LORA).exists(): sd = load_file(d/NON_LORA)
-    elif (d/'non_lora_trainables.bin').exists(): sd = torch.load(d/'non_lora_trainables.bin', map_location='cpu', weights_only=True)
-    else: return {}
+    from llava_lora_nb.train import read_non_lora_file
+    sd = read_non_lora_file(adapter_dir)
+    if sd is None: return {}
     out = {}
     for k, v in sd.items():
         k = k[len('base_model.model.'):] if k.startswith('base_model.model.') else k

@@ -14,8 +14,8 @@ import transformers
 __all__ = ['PROJECTOR_KEYS', 'NON_LORA_NAME', 'SETTINGS_NAME', 'split_to_even_chunks', 'get_length_grouped_indices',
            'get_modality_length_grouped_indices', 'LengthGroupedSampler', 'is_projector_param', 'decay_parameter_names',
            'llava_param_groups', 'deepspeed_config', 'check_deepspeed_config', 'non_lora_trainables',
-           'save_non_lora_trainables', 'load_non_lora_trainables', 'LLaVATrainer', 'plot_loss', 'ModelArguments',
-           'DataArguments', 'TrainingArguments', 'check_architecture', 'load_pretrain_mm_mlp_adapter',
+           'save_non_lora_trainables', 'read_non_lora_file', 'load_non_lora_trainables', 'LLaVATrainer', 'plot_loss',
+           'ModelArguments', 'DataArguments', 'TrainingArguments', 'check_architecture', 'load_pretrain_mm_mlp_adapter',
            'check_zero3_quantization', 'load_qlora_for_zero3', 'lora_settings_from_args', 'train', 'load_trained',
            'parse_args', 'train_cli']
 
@@ -168,15 +168,21 @@ def save_non_lora_trainables(tensors:dict, folder):
     save_file(tensors, str(folder/f'{NON_LORA_NAME}.safetensors'), metadata={'format': 'pt'})
     torch.save(tensors, folder/f'{NON_LORA_NAME}.bin')
 
-def load_non_lora_trainables(model, # the PEFT model (or any model whose names match)
-                             folder): # a training output folder or `checkpoint-N`
-    "Load `non_lora_trainables` from `folder` into `model` (safetensors, or the `.bin` with `weights_only=True`); returns the names."
+def read_non_lora_file(folder): # a training output folder or `checkpoint-N`
+    "The tensors of `folder`'s `non_lora_trainables` (safetensors, else the `.bin` with `weights_only=True`), as saved; None if absent."
     from safetensors.torch import load_file
     folder = Path(folder)
     st, bn = folder/f'{NON_LORA_NAME}.safetensors', folder/f'{NON_LORA_NAME}.bin'
-    if st.exists(): sd = load_file(str(st))
-    elif bn.exists(): sd = torch.load(bn, map_location='cpu', weights_only=True)
-    else: raise FileNotFoundError(f"{folder} has no {NON_LORA_NAME}.safetensors or .bin: is it a llava_lora_nb training output?")
+    if st.exists(): return load_file(str(st))
+    if bn.exists(): return torch.load(bn, map_location='cpu', weights_only=True)
+    return None
+
+def load_non_lora_trainables(model, # the PEFT model (or any model whose names match)
+                             folder): # a training output folder or `checkpoint-N`
+    "Load `non_lora_trainables` from `folder` into `model` (safetensors, or the `.bin` with `weights_only=True`); returns the names."
+    folder = Path(folder)
+    sd = read_non_lora_file(folder)
+    if sd is None: raise FileNotFoundError(f"{folder} has no {NON_LORA_NAME}.safetensors or .bin: is it a llava_lora_nb training output?")
     params = dict(model.named_parameters())
     missing = [k for k in sd if k not in params]
     if missing: raise KeyError(f"{folder}: {len(missing)} tensors of {NON_LORA_NAME} are not parameters of the model, e.g. {missing[0]}")
