@@ -7,13 +7,14 @@ BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH/'results'
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+LOADAVG_START = os.getloadavg()   # taken when the benchmark script starts (this module is imported first)
 
 def machine() -> dict:
     "CPU model, cores, memory and load of this machine (figures are only comparable on the same one)."
     cpu = next((l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name')), platform.processor())
     mem = next((int(l.split()[1]) for l in open('/proc/meminfo') if l.startswith('MemTotal')), 0)
     import torch, transformers
-    return {'cpu': cpu, 'nproc': os.cpu_count(), 'mem_gib': round(mem / 2**20, 1), 'loadavg_start': os.getloadavg(),
+    return {'cpu': cpu, 'nproc': os.cpu_count(), 'mem_gib': round(mem / 2**20, 1), 'loadavg_start': LOADAVG_START,
             'python': platform.python_version(), 'torch': torch.__version__, 'transformers': transformers.__version__,
             'torch_threads': torch.get_num_threads()}
 

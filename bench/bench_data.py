@@ -1,7 +1,8 @@
-"""Data pipeline benchmark: records/s of `LazySupervisedDataset` + collator (ours) vs the original LLaVA
-pipeline (`baseline_llava.py`) with 0 and 2 DataLoader workers, on generated mixed image/text-only,
-multi-turn records with 336-px-class images and a CLIP-336 image processor (576 image tokens).
-Also: a token-by-token comparison of input_ids/labels/pixel_values, a per-stage time split, and cProfile.
+"""Data pipeline benchmark: records/s of `LazySupervisedDataset` + collator (ours: the plain path, and the
+`cache_dir=` fast path once its `PreprocessedCache` is built) vs the original LLaVA pipeline (`baseline_llava.py`)
+with 0 and 2 DataLoader workers, on generated mixed image/text-only, multi-turn records with 336-px-class images
+and a CLIP-336 image processor (576 image tokens). Also: the cache's build time, a bitwise comparison of the
+fast path with the plain path, a token-by-token comparison with the baseline, a per-stage time split, and cProfile.
 
     python bench/bench_data.py            # 2,000 records, 3 runs per setting
     python bench/bench_data.py --quick    # 40 records, 1 run (smoke test)
@@ -51,13 +52,34 @@ def make_processor():
                           vision_feature_select_strategy='default', num_additional_image_tokens=1,
                           chat_template=LLAVA_CHAT_TEMPLATE, image_token='<image>')
 
-def pipelines(data, folder, proc):
-    "(dataset, collator) for ours and for the baseline."
+def pipelines(data, folder, proc, cached=None):
+    "(dataset, collator) for the baseline, ours (plain path) and, if given, ours with the preprocessing cache."
     from llava_lora_nb.data import LazySupervisedDataset, data_collator
     from baseline_llava import BaselineLazySupervisedDataset, BaselineCollator
     ours = LazySupervisedDataset(str(data), folder, proc, template='vicuna_v1', model_max_length=2048)
     base = BaselineLazySupervisedDataset(str(data), folder, proc.tokenizer, proc.image_processor)
-    return {'ours': (ours, data_collator(ours)), 'baseline': (base, BaselineCollator(proc.tokenizer))}
+    out = {'baseline': (base, BaselineCollator(proc.tokenizer)), 'ours': (ours, data_collator(ours))}
+    if cached is not None: out['ours_cached'] = (cached, data_collator(cached))
+    return out
+
+def build_cache(data, folder, proc, cache_dir, workers):
+    "Build the `PreprocessedCache` from scratch with `workers` processes; (seconds, dataset using it)."
+    import shutil
+    from llava_lora_nb.data import LazySupervisedDataset
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    t0 = time.perf_counter()
+    ds = LazySupervisedDataset(str(data), folder, proc, template='vicuna_v1', model_max_length=2048, cache_dir=cache_dir,
+                               cache_workers=workers, progress=False)
+    return time.perf_counter() - t0, ds
+
+def fast_equals_plain(cached, n):
+    "Records whose cached item is bitwise the plain path's (input_ids, labels, pixel_values incl. dtype)."
+    same = {'input_ids': 0, 'labels': 0, 'pixel_values': 0}
+    for i in range(n):
+        a, b = cached[i], cached.plain_item(i)
+        for k in same:
+            same[k] += (a[k] is None and b[k] is None) or (a[k] is not None and b[k] is not None and a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]))
+    return {'records': n, **same}
 
 def throughput(ds, coll, workers, bs=16):
     "Records/s of one full pass through a DataLoader (worker start-up included)."
@@ -131,6 +153,12 @@ def stage_times(pipes, n):
     for i in img:
         with Image.open(str(Path(base.image_folder)/base.list_data_dict[i]['image'])) as im: im.convert('RGB').load()
     t['jpeg_decode_ms_per_image'] = (time.perf_counter() - t0) / len(img) * 1e3
+    if 'ours_cached' in pipes:
+        c = pipes['ours_cached'][0]
+        t0 = time.perf_counter(); [c[i] for i in range(n)]; t['cached_item_ms'] = (time.perf_counter() - t0) / n * 1e3
+        t0 = time.perf_counter(); [c[i] for i in range(n) if 'image' not in c.records[i]]
+        t['cached_text_item_ms'] = (time.perf_counter() - t0) / max(1, n - len(img)) * 1e3
+        t['cached_image_item_ms'] = (t['cached_item_ms'] * n - t['cached_text_item_ms'] * (n - len(img))) / max(1, len(img))
     t['image_fraction'] = len(img) / n
     return t
 
@@ -144,54 +172,6 @@ def profile(ds, coll, n, path):
     s2 = io.StringIO(); pstats.Stats(pr, stream=s2).sort_stats('tottime').print_stats(15)
     Path(path).with_suffix('.tottime.txt').write_text(s2.getvalue())
 
-# --- Prototypes of a faster path (bench-only; measured here, checked equal to the library's output) ---------------
-def proto_tokenize(ds, i):
-    "Like `ds.tokenize(i)`, but the prompt is tokenized with ONE `<image>` (ids expanded afterwards) and spans found by bisect."
-    import bisect
-    from llava_lora_nb.data import render_prompt, IGNORE_INDEX
-    r, tok = ds.records[i], ds.tokenizer
-    text, spans = render_prompt(r['conversations'], ds.template, tok.eos_token, has_image='image' in r)
-    enc = tok(text, add_special_tokens=True, return_offsets_mapping=True)
-    ids, offs = enc['input_ids'], enc['offset_mapping']
-    ends = [b for a, b in offs]
-    labels = [IGNORE_INDEX] * len(ids)
-    for s, e, _ in spans:
-        k = bisect.bisect_right(ends, s)
-        while k < len(ids) and offs[k][0] < e:
-            if offs[k][1] > offs[k][0]: labels[k] = ids[k]
-            k += 1
-    if 'image' in r:
-        img = tok.convert_tokens_to_ids('<image>'); at = ids.index(img); n = ds.n_image_tokens
-        ids = ids[:at] + [img] * n + ids[at + 1:]; labels = labels[:at] + [IGNORE_INDEX] * n + labels[at + 1:]
-    return {'input_ids': torch.tensor(ids), 'labels': torch.tensor(labels)}
-
-def proto_image(path, ip):
-    "expand2square → one PIL bicubic resize (shortest edge) → centre crop → a single torch normalize."
-    import numpy as np
-    from PIL import Image
-    from llava_lora_nb.data import expand2square
-    with Image.open(path) as im: img = im.convert('RGB')
-    img = expand2square(img, tuple(int(x * 255) for x in ip.image_mean))
-    side = ip.crop_size['height']
-    img = img.resize((side, side), Image.BICUBIC)   # square input: shortest-edge resize == crop size, centre crop is a no-op
-    x = torch.from_numpy(np.asarray(img, dtype=np.float32)).permute(2, 0, 1)
-    mean = torch.tensor(ip.image_mean).view(3, 1, 1); std = torch.tensor(ip.image_std).view(3, 1, 1)
-    return (x * (1 / 255) - mean) / std
-
-def proto_times(ours, n):
-    "ms per record of the prototypes, and whether they reproduce the library exactly (ids/labels) or closely (pixels)."
-    from llava_lora_nb.data import process_image, resolve_image_path
-    img = [i for i in range(n) if 'image' in ours.records[i]]
-    same_tok = all(torch.equal(a, b) for i in range(n) for a, b in zip(proto_tokenize(ours, i).values(), (lambda d: (d['input_ids'], d['labels']))(ours.tokenize(i))))
-    ip = ours.processor.image_processor
-    diffs = [(proto_image(resolve_image_path(ours.image_folder, ours.records[i]['image']), ip) -
-              process_image(resolve_image_path(ours.image_folder, ours.records[i]['image']), ours.processor)).abs().max().item() for i in img[:50]]
-    t0 = time.perf_counter(); [proto_tokenize(ours, i) for i in range(n)]; tt = (time.perf_counter() - t0) / n * 1e3
-    t0 = time.perf_counter(); [proto_image(resolve_image_path(ours.image_folder, ours.records[i]['image']), ip) for i in img]
-    ti = (time.perf_counter() - t0) / len(img) * 1e3
-    return {'proto_tokenize_ms': tt, 'proto_tokenize_identical': same_tok, 'proto_image_ms_per_image': ti,
-            'proto_image_max_abs_diff': max(diffs) if diffs else None}
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--quick', action='store_true'); p.add_argument('--n', type=int, default=None); p.add_argument('--runs', type=int, default=None)
@@ -199,44 +179,62 @@ def main(argv=None):
     a = p.parse_args(argv)
     n, runs = a.n or (40 if a.quick else 2000), a.runs or (1 if a.quick else 3)
     folder = Path(a.workdir); data = make_dataset(folder, n)
-    proc = make_processor(); pipes = pipelines(data, folder, proc)
+    proc = make_processor()
     torch.set_num_threads(1)   # the data pipeline is per-record Python/PIL work; keep torch from fighting the workers
+    build = {f'w{w}': [] for w in (0, 2)}
+    for r in range(runs):      # the cache's one-off cost: built from scratch, with 0 and 2 worker processes
+        for w in (0, 2):
+            dt, cached = build_cache(data, folder, proc, folder/'cache', w); build[f'w{w}'].append(dt); print(r, 'cache build', w, round(dt, 1), 's', flush=True)
+    pipes = pipelines(data, folder, proc, cached)
+    same = fast_equals_plain(cached, n); print('fast path == plain path', same, flush=True)
     cmp = compare(pipes, proc, n)
     print('comparison', {k: v for k, v in cmp.items() if k != 'examples'}, flush=True)
-    stages = stage_times(pipes, min(n, 400)); stages.update(proto_times(pipes['ours'][0], min(n, 400))); print('stages', stages, flush=True)
+    stages = stage_times(pipes, min(n, 400)); print('stages', stages, flush=True)
     res = {f'{name}_w{w}': [] for w in (0, 2) for name in pipes}
     for r in range(runs):
         for w in (0, 2):
             for name, (ds, coll) in pipes.items():
                 res[f'{name}_w{w}'].append(throughput(ds, coll, w)); print(r, name, w, round(res[f'{name}_w{w}'][-1], 1), flush=True)
     med = {k: median(v) for k, v in res.items()}
-    ratio = {f'w{w}': med[f'ours_w{w}'] / med[f'baseline_w{w}'] for w in (0, 2)}
+    ratio = {f'{name}_w{w}': med[f'{name}_w{w}'] / med[f'baseline_w{w}'] for w in (0, 2) for name in ('ours', 'ours_cached')}
+    build_med = {k: median(v) for k, v in build.items()}
+    # a training run of E epochs with the cache: build once (workers as in the loader), then E cached passes
+    amortized = {f'w{w}_epochs{E}': E * n / (build_med[f'w{w}'] + E * n / med[f'ours_cached_w{w}']) / med[f'baseline_w{w}']
+                 for w in (0, 2) for E in (1, 3)}
     pdir = Path(a.json).parent if a.json else (folder if a.quick else BENCH/'results')
-    profile(*pipes['ours'], min(n, 300), pdir/'data_profile_ours.txt')
-    profile(*pipes['baseline'], min(n, 300), pdir/'data_profile_baseline.txt')
+    for name in pipes: profile(*pipes[name], min(n, 300), pdir/f'data_profile_{name}.txt')
     result = {'n_records': n, 'runs': runs, 'batch_size': 16, 'records_per_s_median': med, 'records_per_s_raw': res,
-              'speedup_ours_over_baseline': ratio, 'target_3x_met': {k: v >= 3 for k, v in ratio.items()},
+              'cache_build_s_median': build_med, 'cache_build_s_raw': build, 'cache_bytes': cached.cache.manifest['bytes'],
+              'speedup_over_baseline': ratio, 'target_3x_met': {k: v >= 3 for k, v in ratio.items() if k.startswith('ours_cached')},
+              'speedup_with_build_amortized': amortized, 'fast_path_equals_plain': same,
               'stage_ms': stages, 'comparison': cmp}
     write_result('data', result, a.json or (folder/'data_quick.json' if a.quick else None))
     if not a.quick: plot(result, BENCH/'data.png')
-    print(json.dumps({k: result[k] for k in ('records_per_s_median', 'speedup_ours_over_baseline', 'stage_ms')}, indent=2))
+    print(json.dumps({k: result[k] for k in ('records_per_s_median', 'speedup_over_baseline', 'cache_build_s_median',
+                                                 'speedup_with_build_amortized', 'fast_path_equals_plain', 'stage_ms')}, indent=2))
 
 def plot(result, path):
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     m, s = result['records_per_s_median'], result['stage_ms']
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    x = range(2); w = 0.38
-    ax1.bar([i - w/2 for i in x], [m['baseline_w0'], m['baseline_w2']], w, label='original LLaVA algorithm')
-    ax1.bar([i + w/2 for i in x], [m['ours_w0'], m['ours_w2']], w, label='llava_lora_nb')
-    ax1.set_xticks(list(x), ['0 workers', '2 workers']); ax1.set_ylabel('records/s (median)'); ax1.legend(fontsize=8)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    names = {'baseline': 'original LLaVA algorithm', 'ours': 'ours, plain path', 'ours_cached': 'ours, cache_dir= (built)'}
+    w = 0.27
+    for j, (k, label) in enumerate(names.items()):
+        ys = [m[f'{k}_w{x}'] for x in (0, 2)]
+        bars = ax1.bar([i + (j - 1) * w for i in range(2)], ys, w, label=label)
+        if k != 'baseline': ax1.bar_label(bars, [f"{y / m[f'baseline_w{x}']:.1f}×" for y, x in zip(ys, (0, 2))], fontsize=8)
+    ax1.set_xticks([0, 1], ['0 workers', '2 workers']); ax1.set_ylabel('records/s (median)'); ax1.legend(fontsize=8)
     ax1.set_title(f"dataset + collator, {result['n_records']} records")
     f = s['image_fraction']
-    parts = {'baseline': [s['baseline_tokenize_ms'], s['baseline_image_ms_per_image'] * f], 'ours': [s['ours_tokenize_ms'], s['ours_image_ms_per_image'] * f]}
+    parts = {'baseline': [s['baseline_tokenize_ms'], s['baseline_image_ms_per_image'] * f],
+             'ours': [s['ours_tokenize_ms'], s['ours_image_ms_per_image'] * f],
+             'ours, cached': [s['cached_text_item_ms'], (s['cached_image_item_ms'] - s['cached_text_item_ms']) * f]}
     for i, (k, (tk, im)) in enumerate(parts.items()):
-        ax2.barh(i, tk, color='tab:green', label='tokenize + mask' if i == 0 else None)
-        ax2.barh(i, im, left=tk, color='tab:purple', label='image (per record avg)' if i == 0 else None)
-    ax2.set_yticks([0, 1], list(parts)); ax2.set_xlabel('ms per record (workers=0)'); ax2.legend(fontsize=8); ax2.set_title('where the time goes')
+        ax2.barh(i, tk, color='tab:green', label='tokenize + mask (cached: read)' if i == 0 else None)
+        ax2.barh(i, im, left=tk, color='tab:purple', label='image (avg per record)' if i == 0 else None)
+    ax2.set_yticks(range(len(parts)), list(parts)); ax2.invert_yaxis(); ax2.set_xlabel('ms per record (workers=0)'); ax2.legend(fontsize=8)
+    ax2.set_title('where the time goes')
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
 
 if __name__ == '__main__': main()

@@ -12,10 +12,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BENCH, vm, median, run_worker, write_result, mib
 
-SIZES = {'tiny': {}, 'small': dict(hidden_size=768, num_layers=12, vision_hidden_size=256)}
+SIZES = {'tiny': {}, 'small': dict(hidden_size=896, num_layers=12, vision_hidden_size=256)}
 
 def checkpoint(workdir, size):
-    "A saved LLaVA checkpoint of `size` (tiny processor; the small one has a 768×12 Llama and a 256-wide CLIP)."
+    "A saved LLaVA checkpoint of `size` (tiny processor; the small one has an 896×12 Llama and a 256-wide CLIP)."
     from llava_lora_nb.testing import save_tiny_checkpoint
     d = Path(workdir)/f'ckpt-{size}'
     if not (d/'config.json').exists(): save_tiny_checkpoint(d, **SIZES[size])
