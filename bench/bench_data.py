@@ -224,7 +224,8 @@ def plot(result, path):
         ys = [m[f'{k}_w{x}'] for x in (0, 2)]
         bars = ax1.bar([i + (j - 1) * w for i in range(2)], ys, w, label=label)
         if k != 'baseline': ax1.bar_label(bars, [f"{y / m[f'baseline_w{x}']:.1f}×" for y, x in zip(ys, (0, 2))], fontsize=8)
-    ax1.set_xticks([0, 1], ['0 workers', '2 workers']); ax1.set_ylabel('records/s (median)'); ax1.legend(fontsize=8)
+    ax1.set_xticks([0, 1], ['0 workers', '2 workers']); ax1.set_ylabel('records/s (median)'); ax1.legend(fontsize=8, loc='upper right')
+    ax1.set_ylim(0, 1.25 * max(m.values()))
     ax1.set_title(f"dataset + collator, {result['n_records']} records")
     f = s['image_fraction']
     parts = {'baseline': [s['baseline_tokenize_ms'], s['baseline_image_ms_per_image'] * f],

@@ -3,7 +3,7 @@ on the same PEFT model, data, batch and settings (the overhead of our features),
 (~100M-parameter) LLaVA; and LoRA vs QLoRA (bitsandbytes 4-bit on CPU) vs full finetuning memory next to
 `estimate_memory`. Every configuration runs in a fresh subprocess (so peak RSS is its own).
 
-    python bench/bench_train.py            # tiny + small, 3 runs of the trainer comparison
+    python bench/bench_train.py            # tiny + small, 5 runs of the trainer comparison
     python bench/bench_train.py --quick    # tiny only, few steps, 1 run (smoke test)
 """
 from __future__ import annotations
@@ -36,13 +36,14 @@ def worker(trainer_kind, method, ckpt, data, folder, steps, bs, out):
     ds = LazySupervisedDataset(data, folder, processor, template='vicuna_v1', model_max_length=512)
     common = dict(output_dir=out, per_device_train_batch_size=bs, max_steps=steps, learning_rate=2e-4, logging_steps=1,
                   save_strategy='no', report_to=[], use_cpu=True, dataloader_num_workers=0, seed=0, disable_tqdm=True,
-                  remove_unused_columns=False, lr_scheduler_type='cosine', warmup_steps=0)
+                  remove_unused_columns=False, lr_scheduler_type='cosine', warmup_steps=0,
+                  optim='adamw_torch_fused')   # the same optimizer for every trainer, whatever the defaults
     times = []
     class Clock(transformers.TrainerCallback):
         def on_step_begin(self, *a, **k): self.t = time.perf_counter()
         def on_step_end(self, *a, **k): times.append(time.perf_counter() - self.t)
-    if trainer_kind == 'ours':
-        args = TrainingArguments(**common, group_by_modality_length=True, mm_projector_lr=2e-5)
+    if trainer_kind in ('ours', 'ours_same_batches'):   # same_batches: the plain Trainer's sampler, so both see identical batches
+        args = TrainingArguments(**common, group_by_modality_length=trainer_kind == 'ours', mm_projector_lr=2e-5)
         tr = LLaVATrainer(model=model, args=args, train_dataset=ds, data_collator=data_collator(ds), callbacks=[Clock()],
                           llava_settings={'lora': settings.to_dict()})
     else:
@@ -54,9 +55,13 @@ def worker(trainer_kind, method, ckpt, data, folder, steps, bs, out):
                           method=settings.method, dtype=torch.float32)
     print(json.dumps({'trainer': trainer_kind, 'method': method, 'step_s': times, 'train_s': total, 'rss_imports': rss_imports,
                       'rss_model': rss_model, 'peak_rss': vm('VmHWM'), 'params': n_params,
+                      'rss_anon_end': vm('RssAnon'), 'rss_file_end': vm('RssFile'),   # heap vs mapped files (safetensors) at the end
                       'loss': [r['loss'] for r in tr.state.log_history if 'loss' in r], 'estimate': est}))
 
-def step_s(r, skip=3): return median(r['step_s'][skip:] or r['step_s'])
+def step_s(r, skip=3):
+    "Mean step time after `skip` warm-up steps (every trainer sees the same batches at the same steps, so totals compare)."
+    xs = r['step_s'][skip:] or r['step_s']
+    return sum(xs) / len(xs)
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -69,13 +74,13 @@ def main(argv=None):
     from llava_lora_nb.testing import make_shapes_dataset
     wd = Path(a.workdir); wd.mkdir(parents=True, exist_ok=True)
     data = make_shapes_dataset(wd/'shapes', n=128, seed=0)
-    runs = a.runs or (1 if a.quick else 3)
-    plan = {'tiny': dict(steps=6, bs=8)} if a.quick else {'tiny': dict(steps=30, bs=8), 'small': dict(steps=8, bs=4)}
+    runs = a.runs or (1 if a.quick else 5)
+    plan = {'tiny': dict(steps=6, bs=8)} if a.quick else {'tiny': dict(steps=40, bs=8), 'small': dict(steps=16, bs=4)}
     res = {}
     for size, cfg in plan.items():
         ck = checkpoint(wd, size)
         go = lambda kind, method: run_worker(__file__, '--worker', kind, method, ck, data, wd/'shapes', cfg['steps'], cfg['bs'], wd/f'out-{kind}-{method}')
-        rows = {'ours': [], 'plain': []}
+        rows = {'ours': [], 'ours_same_batches': [], 'plain': []}
         for r in range(runs):   # interleaved so load changes hit both alike
             for kind in rows:
                 rows[kind].append(go(kind, 'lora')); print(size, kind, r, round(step_s(rows[kind][-1]), 3), 's/step', mib(rows[kind][-1]['peak_rss']), 'MiB', flush=True)
@@ -83,17 +88,23 @@ def main(argv=None):
         for m in ('qlora', 'full'):
             try: meth[m] = go('ours', m); print(size, m, round(step_s(meth[m]), 3), mib(meth[m]['peak_rss']), flush=True)
             except RuntimeError as e: meth[m] = {'error': str(e)[-1500:]}; print(size, m, 'FAILED', str(e)[-400:], flush=True)
-        o, pl = median([step_s(r) for r in rows['ours']]), median([step_s(r) for r in rows['plain']])
+        sps = {k: median([step_s(r) for r in v]) for k, v in rows.items()}
+        tot = {k: median([r['train_s'] for r in v]) for k, v in rows.items()}
+        pairs = [100 * (step_s(x) / step_s(y) - 1) for x, y in zip(rows['ours_same_batches'], rows['plain'])]   # run r of each, interleaved
+        noise = [100 * (max(v) / min(v) - 1) for v in ([step_s(r) for r in rows[k]] for k in rows)]          # spread of one setting's runs
         res[size] = {'steps': cfg['steps'], 'batch_size': cfg['bs'], 'params': rows['ours'][0]['params'],
-                     'sec_per_step': {'ours': o, 'plain': pl}, 'overhead_pct': 100 * (o / pl - 1), 'overhead_within_5pct': o <= 1.05 * pl,
-                     'peak_rss_mib': {'ours': mib(median([r['peak_rss'] for r in rows['ours']])), 'plain': mib(median([r['peak_rss'] for r in rows['plain']]))},
-                     'final_loss': {'ours': rows['ours'][0]['loss'][-1], 'plain': rows['plain'][0]['loss'][-1]},
+                     'sec_per_step': sps, 'train_s': tot, 'overhead_pct': median(pairs), 'overhead_within_5pct': median(pairs) <= 5,
+                     'overhead_pct_per_run': pairs, 'run_to_run_spread_pct': max(noise),
+                     'grouped_vs_plain_pct': 100 * (sps['ours'] / sps['plain'] - 1),
+                     'peak_rss_mib': {k: mib(median([r['peak_rss'] for r in v])) for k, v in rows.items()},
+                     'final_loss': {k: v[0]['loss'][-1] for k, v in rows.items()},
                      'methods': {m: ({'error': r['error']} if 'error' in r else
                                      {'sec_per_step': step_s(r), 'peak_rss_mib': mib(r['peak_rss']), 'rss_after_imports_mib': mib(r['rss_imports']),
                                       'training_ws_mib': mib(r['peak_rss'] - r['rss_imports']), 'model_loaded_ws_mib': mib(r['rss_model'] - r['rss_imports']),
+                                      'rss_anon_end_mib': mib(r.get('rss_anon_end')), 'rss_file_end_mib': mib(r.get('rss_file_end')),
                                       'estimate_mib (no activations)': {k: mib(v) for k, v in r['estimate'].items()}})
                                  for m, r in meth.items()},
-                     'raw': {'ours': rows['ours'], 'plain': rows['plain']}}
+                     'raw': rows}
     write_result('train', {'runs': runs, 'lora_r': 16, 'results': res}, a.json or (wd/'train_quick.json' if a.quick else None))
     if not a.quick: plot(res, BENCH/'train.png')
     print(json.dumps({s: {k: v for k, v in r.items() if k != 'raw'} for s, r in res.items()}, indent=1))
@@ -103,12 +114,14 @@ def plot(res, path):
     import matplotlib.pyplot as plt
     sizes = list(res)
     fig, axes = plt.subplots(1, 1 + len(sizes), figsize=(4.2 * (1 + len(sizes)), 3.6))
-    ax = axes[0]; w = 0.38
-    for j, k in enumerate(('plain', 'ours')):
-        ax.bar([i + (j - .5) * w for i in range(len(sizes))], [res[s]['sec_per_step'][k] for s in sizes], w,
-               label='transformers.Trainer + PEFT' if k == 'plain' else 'LLaVATrainer')
-    ax.set_xticks(range(len(sizes)), [f"{s} ({res[s]['params']/1e6:.1f}M)" for s in sizes]); ax.set_ylabel('s/step (median)'); ax.legend(fontsize=8)
-    ax.set_title('LoRA step time')
+    ax = axes[0]; w = 0.27
+    names = {'plain': 'transformers.Trainer + PEFT', 'ours_same_batches': 'LLaVATrainer, same batches', 'ours': 'LLaVATrainer, modality-grouped'}
+    for j, (k, label) in enumerate(names.items()):
+        ax.bar([i + (j - 1) * w for i in range(len(sizes))], [res[s]['sec_per_step'][k] / res[s]['sec_per_step']['plain'] for s in sizes], w, label=label)
+    ax.axhline(1.05, color='grey', ls='--', lw=0.8); ax.text(len(sizes) - 0.5, 1.06, '+5%', fontsize=7, ha='right')
+    ax.set_xticks(range(len(sizes)), [f"{s} ({res[s]['params']/1e6:.1f}M)" for s in sizes]); ax.set_ylabel('s/step ÷ plain Trainer (median)'); ax.legend(fontsize=7, loc='lower left')
+    ax.set_title('LoRA step time, relative')
+    w = 0.38
     for ax, s in zip(axes[1:], sizes):
         ms = [m for m, r in res[s]['methods'].items() if 'error' not in r]
         ax.bar([i - w/2 for i in range(len(ms))], [res[s]['methods'][m]['training_ws_mib'] for m in ms], w, label='measured (peak RSS − imports)')

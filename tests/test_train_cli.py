@@ -72,3 +72,23 @@ def test_train_cli_refuses_multiprocess_deepspeed_without_gpu(tmp_path, tiny_ckp
                 '--output_dir', tmp_path/'out', '--report_to', 'none', '--deepspeed', 'zero2',
                 env={'WORLD_SIZE': '2', 'RANK': '0', 'LOCAL_RANK': '0', 'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': '29999'})
     assert r.returncode == 2 and 'without --deepspeed' in r.stderr, r.stderr[-3000:]
+
+def test_train_cli_data_cache_trains_identically(tmp_path, tiny_ckpt, shapes):
+    "--data_cache_dir: the cache is built, reused by the next run, and training on it is the same as on the plain path."
+    data, _, folder = shapes
+    cache = tmp_path/'cache'
+    def train(out, *extra):
+        r = run_cli('llava_lora_train', '--model_name_or_path', tiny_ckpt, '--data_path', data, '--image_folder', folder,
+                    '--output_dir', tmp_path/out, '--max_steps', '6', '--save_steps', '100', *ORIGINAL_FLAGS, *extra)
+        assert r.returncode == 0, r.stderr[-4000:]
+        log = json.loads((tmp_path/out/'trainer_state.json').read_text())['log_history']
+        return [x['loss'] for x in log if 'loss' in x], r
+    plain, _ = train('plain')
+    cached, _ = train('cached', '--data_cache_dir', cache)
+    manifest = json.loads((cache/'manifest.json').read_text())
+    assert manifest['n_records'] == len(json.loads(Path(data).read_text())) and manifest['n_images'] > 0
+    assert cached == plain, (cached, plain)
+    built_at = (cache/'images.npy').stat().st_mtime_ns
+    again, r = train('again', '--data_cache_dir', cache)
+    assert again == plain and (cache/'images.npy').stat().st_mtime_ns == built_at   # reused, not rebuilt
+    assert 'rebuilding' not in r.stderr

@@ -1,0 +1,36 @@
+"The benchmark scripts still run (smoke size, nothing timed) and bench/README.md is what the committed results give."
+import json, subprocess, sys
+from pathlib import Path
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1]/'bench'
+
+def bench(script, tmp_path, *args, timeout=900):
+    out = tmp_path/'result.json'
+    r = subprocess.run([sys.executable, str(BENCH/script), '--quick', '--workdir', str(tmp_path), '--json', str(out), *args],
+                       capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return json.loads(out.read_text())
+
+def test_bench_data_quick(tmp_path):
+    d = bench('bench_data.py', tmp_path)
+    same = d['fast_path_equals_plain']
+    assert same['input_ids'] == same['labels'] == same['pixel_values'] == d['n_records']   # the cached path is the plain path, bitwise
+    assert d['comparison']['pixels_equal'] == d['comparison']['image_records']             # and our images are the baseline's
+    assert set(d['records_per_s_median']) == {f'{k}_w{w}' for k in ('baseline', 'ours', 'ours_cached') for w in (0, 2)}
+    assert d['machine']['loadavg_start'] and d['loadavg_end']
+
+def test_bench_train_quick(tmp_path):
+    d = bench('bench_train.py', tmp_path)
+    r = d['results']['tiny']
+    assert set(r['sec_per_step']) == {'ours', 'ours_same_batches', 'plain'}
+    assert {'lora', 'qlora', 'full'} <= set(r['methods'])
+    assert all(l == l for l in r['final_loss'].values())   # finite, not NaN
+
+def test_bench_merge_quick(tmp_path):
+    d = bench('bench_merge.py', tmp_path)
+    assert d['summary']['targets']['outputs_identical'] is True
+
+def test_bench_readme_in_sync():
+    r = subprocess.run([sys.executable, str(BENCH/'make_readme.py'), '--check'], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
