@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse, json, sys, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import BENCH, vm, median, run_worker, write_result, mib
+from _common import BENCH, RESULTS, vm, median, run_worker, write_result, mib
 
 SIZES = {'tiny': {}, 'small': dict(hidden_size=896, num_layers=12, vision_hidden_size=256)}
 
@@ -58,6 +58,28 @@ def worker(trainer_kind, method, ckpt, data, folder, steps, bs, out):
                       'rss_anon_end': vm('RssAnon'), 'rss_file_end': vm('RssFile'),   # heap vs mapped files (safetensors) at the end
                       'loss': [r['loss'] for r in tr.state.log_history if 'loss' in r], 'estimate': est}))
 
+def opt_worker(ckpt):
+    "The one per-step difference of LLaVATrainer: 4 optimizer parameter groups (LLaVA's) instead of the Trainer's 2; time `step()` of each."
+    import torch
+    from llava_lora_nb.loading import LoraSettings, load_for_training
+    from llava_lora_nb.train import llava_param_groups, decay_parameter_names
+    model, _ = load_for_training(ckpt, LoraSettings(lora_r=16, lora_alpha=32, mm_projector_lr=2e-5), torch_dtype=torch.float32)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    for _, p in named: p.grad = torch.randn_like(p) * 1e-3
+    dec = set(decay_parameter_names(model))
+    plain = [g for g in ({'params': [p for n, p in named if n in dec]}, {'params': [p for n, p in named if n not in dec]}) if g['params']]
+    ours = llava_param_groups(model, 0.0, 2e-5)
+    opts = {'plain': torch.optim.AdamW(plain, lr=2e-4, fused=True), 'ours': torch.optim.AdamW(ours, lr=2e-4, fused=True)}
+    ms = {k: [] for k in opts}
+    for o in opts.values(): o.step()
+    for _ in range(7):   # interleaved
+        for k, o in opts.items():
+            t0 = time.perf_counter()
+            for _ in range(10): o.step()
+            ms[k].append((time.perf_counter() - t0) / 10 * 1e3)
+    print(json.dumps({'groups': {'plain': len(plain), 'ours': len(ours)}, 'step_ms': {k: median(v) for k, v in ms.items()},
+                      'trainable_tensors': len(named), 'trainable_params': sum(p.numel() for _, p in named)}))
+
 def step_s(r, skip=3):
     "Mean step time after `skip` warm-up steps (every trainer sees the same batches at the same steps, so totals compare)."
     xs = r['step_s'][skip:] or r['step_s']
@@ -67,12 +89,20 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--quick', action='store_true'); p.add_argument('--runs', type=int, default=None)
     p.add_argument('--workdir', default='/tmp/bench-train'); p.add_argument('--json', default=None)
-    p.add_argument('--worker', nargs=8, help=argparse.SUPPRESS)
+    p.add_argument('--worker', nargs=8, help=argparse.SUPPRESS); p.add_argument('--opt_worker', help=argparse.SUPPRESS)
+    p.add_argument('--optim_only', action='store_true', help='only (re)measure the optimizer-step cost into the existing results')
     a = p.parse_args(argv)
+    if a.opt_worker: return opt_worker(a.opt_worker)
     if a.worker:
         k, m, c, d, f, s, b, o = a.worker; return worker(k, m, c, d, f, int(s), int(b), o)
     from llava_lora_nb.testing import make_shapes_dataset
     wd = Path(a.workdir); wd.mkdir(parents=True, exist_ok=True)
+    if a.optim_only:
+        path = Path(a.json) if a.json else RESULTS/'train.json'
+        d = json.loads(path.read_text())
+        for size, r in d['results'].items(): r['optimizer_step'] = run_worker(__file__, '--opt_worker', checkpoint(wd, size))
+        path.write_text(json.dumps(d, indent=2, default=str)); print('updated', path, {s: r['optimizer_step'] for s, r in d['results'].items()})
+        return
     data = make_shapes_dataset(wd/'shapes', n=128, seed=0)
     runs = a.runs or (1 if a.quick else 5)
     plan = {'tiny': dict(steps=6, bs=8)} if a.quick else {'tiny': dict(steps=40, bs=8), 'small': dict(steps=16, bs=4)}
@@ -104,6 +134,7 @@ def main(argv=None):
                                       'rss_anon_end_mib': mib(r.get('rss_anon_end')), 'rss_file_end_mib': mib(r.get('rss_file_end')),
                                       'estimate_mib (no activations)': {k: mib(v) for k, v in r['estimate'].items()}})
                                  for m, r in meth.items()},
+                     'optimizer_step': run_worker(__file__, '--opt_worker', ck),
                      'raw': rows}
     write_result('train', {'runs': runs, 'lora_r': 16, 'results': res}, a.json or (wd/'train_quick.json' if a.quick else None))
     if not a.quick: plot(res, BENCH/'train.png')
