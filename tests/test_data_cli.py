@@ -33,3 +33,45 @@ def test_check_bad_input(tmp_path, shapes):
         r = run_cli('llava_lora_check', *args)
         assert r.returncode == 1, (args, r.stdout, r.stderr); _no_traceback(r)
         assert (r.stdout + r.stderr).strip()
+
+def _half_jpeg(path):
+    "A JPEG cut to half its bytes: PIL's verify() passes it, decoding fails."
+    import numpy as np
+    from PIL import Image
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path, quality=95)
+    raw = path.read_bytes(); path.write_bytes(raw[:len(raw) // 2])
+    return path
+
+def test_check_truncated_jpeg(shapes, tmp_path):
+    train, _, folder = shapes
+    recs = [r for r in load_records(train) if 'image' in r][:3]
+    import shutil
+    shutil.copytree(folder/'images', tmp_path/'images'); _half_jpeg(tmp_path/'images'/'half.jpg')
+    recs[1] = {**recs[1], 'id': 'cut-in-half', 'image': 'images/half.jpg'}
+    p = tmp_path/'data.json'; p.write_text(json.dumps(recs))
+    r = run_cli('llava_lora_check', p, '--image_folder', tmp_path, '--workers', 2)
+    assert r.returncode != 0, r.stdout + r.stderr
+    _no_traceback(r)
+    line = [l for l in r.stdout.splitlines() if 'cut-in-half' in l]
+    assert len(line) == 1 and str(tmp_path/'images'/'half.jpg') in line[0] and 'truncated' in line[0], r.stdout
+    assert 'problem(s) in 1 record(s)' in r.stdout
+
+def test_check_missing_image_folder(shapes, tmp_path):
+    train, _, folder = shapes
+    r = run_cli('llava_lora_check', train, '--image_folder', tmp_path/'nope')
+    assert r.returncode == 1, r.stdout + r.stderr
+    _no_traceback(r)
+    assert r.stdout.count('does not exist') == 1 and 'not found' not in r.stdout, r.stdout
+    assert f"{tmp_path/'nope'} does not exist" in r.stdout and '--image_folder' in r.stdout
+
+def test_check_bom_and_warnings(shapes, tmp_path, tiny_ckpt):
+    "A UTF-8 file with a byte-order mark is read; special-token text is a warning (exit 0) naming record and turn."
+    train, _, folder = shapes
+    recs = load_records(train)[:4]
+    recs[2] = {**recs[2], 'id': 'html'}
+    recs[2]['conversations'] = [dict(t) for t in recs[2]['conversations']]; recs[2]['conversations'][1]['value'] += ' </s> end'
+    for suffix, text in (('.json', json.dumps(recs)), ('.jsonl', '\n'.join(json.dumps(x) for x in recs))):
+        p = tmp_path/f'bom{suffix}'; p.write_text(text, encoding='utf-8-sig')
+        r = run_cli('llava_lora_check', p, '--image_folder', folder, '--model', tiny_ckpt)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "record 2 (id='html') [conversations[1].value]: warning:" in r.stdout and "'</s>'" in r.stdout, r.stdout

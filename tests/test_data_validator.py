@@ -18,6 +18,15 @@ def base(shapes):
     return [copy.deepcopy(img[0]), copy.deepcopy(img[1]), copy.deepcopy(txt[0])], folder
 
 def conv(*turns): return [{'from': f, 'value': v} for f, v in turns]
+
+def _half_jpeg(f):
+    "images/half.jpg in folder `f`: a JPEG cut to half its bytes (PIL's verify() passes it; decoding fails)."
+    import numpy as np
+    from PIL import Image
+    p = Path(f)/'images'/'half.jpg'
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(p, quality=95)
+    raw = p.read_bytes(); p.write_bytes(raw[:len(raw) // 2])
+    return 'images/half.jpg'
 Q, A = ('human', '<image>\nWhat colour is the shape?'), ('gpt', 'red')
 
 # name: (mutation of record 1 -> new record, expected field prefix, words expected in the message, needs processor)
@@ -40,6 +49,7 @@ CASES = {
     'placeholder_later_turn': (lambda r, f: {**r, 'conversations': conv(('human', 'Hi'), A, ('human', '<image>\nNow?'), A)}, 'conversations[2].value', 'first human turn'),
     'image_missing':      (lambda r, f: {**r, 'image': 'images/nope.png'}, 'image', 'not found'),
     'image_not_an_image': (lambda r, f: {**r, 'image': 'images/fake.png'}, 'image', 'cannot be read'),
+    'image_truncated_jpeg': (lambda r, f: {**r, 'image': _half_jpeg(f)}, 'image', 'image file is truncated'),
     'image_absolute':     (lambda r, f: {**r, 'image': str((Path(f)/r['image']).resolve())}, 'image', 'absolute'),
     'image_escapes':      (lambda r, f: {**r, 'image': '../' + Path(f).name + '/' + r['image']}, 'image', "'..'"),
     'image_not_string':   (lambda r, f: {**r, 'image': ['a.png']}, 'image', 'relative path'),
@@ -121,3 +131,21 @@ def test_clean_summary(shapes, proc):
     assert s['turns'] == sum(len(r['conversations']) // 2 for r in recs)
     lens = sorted(len(tokenize_conversation(r['conversations'], proc, has_image='image' in r)['input_ids']) for r in recs)
     assert s['token_lengths']['max'] == lens[-1] and lens[0] <= s['token_lengths']['p50'] <= lens[-1]
+
+def test_missing_image_folder_said_once(base, tmp_path):
+    (good0, good1, good2), folder = base
+    rep = validate_records([good0, good1, good2], tmp_path/'nope')
+    assert [(p.index, p.field) for p in rep.problems] == [(None, 'image_folder')], rep
+    assert 'does not exist' in str(rep) and '2 record(s) have an image' in str(rep)
+
+def test_special_text_warns(base, proc):
+    "Special-token text in a turn is a warning naming record and turn; the record still validates and trains as text."
+    (good0, good1, good2), folder = base
+    bad = {**good2, 'id': 'html', 'conversations': conv(('human', 'What is <s>?'), ('gpt', 'A </s> B'))}
+    rep = validate_records([good0, bad], folder, proc, 2048)
+    assert rep.ok, rep
+    assert [(p.index, p.id, p.field, p.level) for p in rep.problems] == [(1, 'html', 'conversations[0].value', 'warning'),
+                                                                        (1, 'html', 'conversations[1].value', 'warning')]
+    assert "'<s>'" in rep.problems[0].message and "'</s>'" in rep.problems[1].message
+    d = tokenize_conversation(bad['conversations'], proc, has_image=False)
+    assert (d['input_ids'] == proc.tokenizer.eos_token_id).sum() == 1 and (d['input_ids'] == proc.tokenizer.bos_token_id).sum() == 1
