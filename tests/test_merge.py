@@ -114,19 +114,21 @@ def inputs(tiny_ckpt, tmp_path):
     return make_tiny_adapter(base, tmp_path/'run'), base
 
 
-@pytest.mark.parametrize('which', ['adapter', 'base'])
-@pytest.mark.parametrize('where', ['equal', 'inside', 'containing'])
-def test_merge_cli_refuses_output_overlapping_inputs(inputs, tmp_path, which, where):
-    "issue 13 item 8: --save-model-path equal to, inside or containing an input is refused (exit 2), even with --overwrite."
+def test_merge_cli_refuses_output_overlapping_inputs(inputs, tmp_path, capsys):
+    "issue 13 item 8: --save-model-path equal to, inside or containing either input is refused (exit 2), even with --overwrite."
     adapter, base = inputs
-    target = adapter if which == 'adapter' else base
-    (tmp_path/'link').symlink_to(target)          # spelled through a symlink and `..`: the check resolves both
-    out = {'equal': tmp_path/'link', 'inside': tmp_path/'link'/'x'/'..'/'merged', 'containing': target.parent}[where]
     before = _tree(adapter, base)
-    r = run_cli('llava_lora_merge', '--model-path', adapter, '--model-base', base, '--save-model-path', out, '--overwrite')
-    assert r.returncode == 2, r.stdout + r.stderr[-2000:]
-    assert 'would destroy its input' in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
-    assert merge_cli(['--model-path', str(adapter), '--model-base', str(base), '--save-model-path', str(out)]) == 2  # without --overwrite too
+    for which, target in (('adapter', adapter), ('base', base)):
+        link = tmp_path/f'link-{which}'; link.symlink_to(target)   # spelled through a symlink and `..`: the check resolves both
+        for where, out in (('equal', link), ('inside', link/'x'/'..'/'merged'), ('containing', target.parent)):
+            for extra in ([], ['--overwrite']):
+                rc = merge_cli(['--model-path', str(adapter), '--model-base', str(base), '--save-model-path', str(out), *extra])
+                err = capsys.readouterr().err
+                assert rc == 2 and 'would destroy its input' in err, (which, where, extra, err)
+    assert _tree(adapter, base) == before
+    # the console script itself: exit 2, one line, no traceback, inputs intact
+    r = run_cli('llava_lora_merge', '--model-path', adapter, '--model-base', base, '--save-model-path', adapter, '--overwrite')
+    assert r.returncode == 2 and 'would destroy its input' in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
     assert _tree(adapter, base) == before
 
 
