@@ -14,7 +14,8 @@ from .targets import lora_target_modules, lm_linear_paths, trainable_report, par
 # %% auto #0
 __all__ = ['KNOWN_CLIP', 'GB', 'LoraSettings', 'compute_dtype', 'is_original_llava', 'save_tiny_original_checkpoint',
            'convert_original_llava', 'load_llava', 'projector_of', 'vision_tower_of', 'load_for_training',
-           'estimate_memory', 'llava15_config', 'memory_table', 'plot_memory', 'memory_ratios']
+           'estimate_memory', 'llava15_config', 'memory_table', 'plot_memory', 'memory_ratios', 'base_fingerprint',
+           'same_base']
 
 # %% ../nbs/02_loading.ipynb #c4751ce7
 @dataclass
@@ -505,3 +506,69 @@ def memory_ratios(size:str='7b', batch_sizes=(0, 1, 2, 4, 8, 16, 32), seq_len:in
         t = {m: estimate_memory(llava15_config(size), settings, method=m, batch_size=b, seq_len=seq_len)['total'] for m in ('full', 'lora', 'qlora')}
         rows.append({'batch': b, 'full GiB': round(t['full'] / GB, 1), 'lora/full': round(t['lora'] / t['full'], 3), 'qlora/full': round(t['qlora'] / t['full'], 3)})
     return rows
+
+# %% ../nbs/02_loading.ipynb #c23e877e
+def _local_folder(model_name_or_path) -> Optional[Path]:
+    "A local folder holding `model_name_or_path`: the folder itself, or a Hub id's snapshot in the local HF cache; None if neither."
+    p = Path(model_name_or_path).expanduser()
+    if p.is_dir(): return p
+    if p.exists(): return None
+    try:
+        from huggingface_hub import snapshot_download
+        return Path(snapshot_download(str(model_name_or_path), local_files_only=True))
+    except Exception: return None
+
+_FLOAT_DTYPES = {'F64': torch.float64, 'F32': torch.float32, 'F16': torch.float16, 'BF16': torch.bfloat16}
+
+def _safetensors_entries(f:Path) -> tuple[dict, int]:
+    "`({name: header entry}, data start)` of safetensors file `f`, from its header alone."
+    with open(f, 'rb') as fh:
+        n = int.from_bytes(fh.read(8), 'little')
+        if not 0 < n < 1 << 30 or 8 + n > f.stat().st_size: raise ValueError(f"{f}: not a safetensors file (header cut short)")
+        try: h = json.loads(fh.read(n))
+        except (ValueError, UnicodeDecodeError) as e: raise ValueError(f"{f}: not a safetensors file ({e})") from None
+    h.pop('__metadata__', None)
+    return h, 8 + n
+
+def base_fingerprint(model_name_or_path,   # local folder or Hub id (looked up in the local HF cache only)
+                     n_samples:int=32,     # tensors whose bytes are sampled (spread over the sorted names, + the projector)
+                     n_elems:int=64,       # elements read at the start, middle and end of each sampled tensor
+                    ) -> Optional[dict]:
+    "A cheap fingerprint of a checkpoint's weights (safetensors headers + sampled bytes), or None when it has no local safetensors."
+    folder = _local_folder(model_name_or_path)
+    if folder is None: return None
+    idx = folder/'model.safetensors.index.json'
+    if idx.exists(): files = sorted(set(json.loads(idx.read_text())['weight_map'].values()))
+    else: files = sorted(p.name for p in folder.glob('*.safetensors')
+                         if not p.name.startswith(('adapter_model', 'non_lora_trainables')))
+    if not files: return None
+    where = {}                                   # tensor name -> (file, data start, header entry)
+    for fn in files:
+        h, start = _safetensors_entries(folder/fn)
+        for k, e in h.items(): where[k] = (fn, start, e)
+    names = sorted(where)
+    header = hashlib.sha256(json.dumps([(k, where[k][2]['shape']) for k in names]).encode()).hexdigest()
+    k = min(n_samples, len(names))
+    picks = {names[round(i * (len(names) - 1) / max(k - 1, 1))] for i in range(k)}
+    picks |= {n for n in names if 'multi_modal_projector' in n or 'mm_projector' in n}
+    sample = hashlib.sha256()
+    for fn in files:                             # one open per file, reads in file order
+        todo = sorted((where[n][2]['data_offsets'], n) for n in picks if where[n][0] == fn)
+        if not todo: continue
+        with open(folder/fn, 'rb') as fh:
+            start = where[todo[0][1]][1]
+            for (a, b), n in todo:
+                sample.update(n.encode())
+                dt = _FLOAT_DTYPES.get(where[n][2]['dtype'])
+                es = torch.empty(0, dtype=dt).element_size() if dt else 1
+                numel, m = (b - a) // es, n_elems if dt else n_elems * 4
+                for i in dict.fromkeys((0, max(0, numel // 2 - m // 2), max(0, numel - m))):
+                    fh.seek(start + a + i * es); raw = fh.read(min(m, numel - i) * es)
+                    if dt and raw: raw = torch.frombuffer(bytearray(raw), dtype=dt).to(torch.bfloat16).view(torch.int16).numpy().tobytes()
+                    sample.update(raw)      # floats rounded to bf16: the storage dtype does not change the fingerprint
+    return {'version': 1, 'n_tensors': len(names), 'header_sha256': header, 'sample_sha256': sample.hexdigest()}
+
+def same_base(a:Optional[dict], b:Optional[dict]) -> bool:
+    "True if two `base_fingerprint`s are of the same weights (False when either is missing)."
+    keys = ('version', 'header_sha256', 'sample_sha256')
+    return bool(a) and bool(b) and all(a.get(k) == b.get(k) for k in keys)

@@ -4,20 +4,22 @@
 
 # %% ../nbs/04_merge.ipynb #f688cb90
 from __future__ import annotations
-import argparse, json, math, os, re, shutil, time
+import argparse, json, math, os, re, shutil, sys, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['NON_LORA', 'SETTINGS', 'MERGE_TOLERANCE', 'make_tiny_adapter', 'MergeError', 'is_adapter_dir', 'read_settings',
-           'read_non_lora_trainables', 'check_adapter_matches', 'load_adapter_model', 'probe_batch', 'logits_error',
-           'merge_in_memory', 'checkpoint_key', 'lora_scale', 'read_lora_deltas', 'safetensors_header',
+__all__ = ['NON_LORA', 'NON_LORA_BIN', 'SETTINGS', 'MERGE_TOLERANCE', 'make_tiny_adapter', 'MergeError', 'is_adapter_dir',
+           'read_settings', 'projector_trained', 'check_adapter_folder', 'check_base', 'check_output_path',
+           'check_inputs', 'read_non_lora_trainables', 'check_adapter_matches', 'load_adapter_model', 'probe_batch',
+           'logits_error', 'merge_in_memory', 'checkpoint_key', 'lora_scale', 'read_lora_deltas', 'safetensors_header',
            'SafetensorsWriter', 'merge_streaming', 'MergeReport', 'merge_lora', 'checkpoint_tensors', 'same_tensors',
            'merge_cli']
 
 # %% ../nbs/04_merge.ipynb #b361bd68
 NON_LORA = 'non_lora_trainables.safetensors'
+NON_LORA_BIN = 'non_lora_trainables.bin'
 SETTINGS = 'llava_lora_settings.json'
 
 def _target_regex(model):
@@ -54,10 +56,12 @@ def make_tiny_adapter(base_dir,               # base checkpoint folder (e.g. fro
     torch.save(trainables, out/'non_lora_trainables.bin')
     model.base_model.model.config.save_pretrained(out)
     AutoProcessor.from_pretrained(base_dir).save_pretrained(out)
+    from llava_lora_nb.loading import base_fingerprint
     settings = {'model_name_or_path': str(base_dir), 'version': 'vicuna_v1', 'image_aspect_ratio': 'pad',
-                'model_max_length': 512,
+                'model_max_length': 512, 'base_fingerprint': base_fingerprint(base_dir),
                 'lora': {'lora_enable': True, 'lora_r': r, 'lora_alpha': lora_alpha, 'lora_dropout': 0.0,
-                         'lora_bias': 'none', 'bits': 16, 'use_rslora': use_rslora, 'use_dora': False}}
+                         'lora_bias': 'none', 'bits': 16, 'use_rslora': use_rslora, 'use_dora': False,
+                         'freeze_projector': False, 'tune_projector_only': False}}
     (out/SETTINGS).write_text(json.dumps(settings, indent=2))
     return out
 
@@ -74,12 +78,97 @@ def read_settings(folder) -> dict:
     f = Path(folder)/SETTINGS
     return json.loads(f.read_text()) if f.exists() else {}
 
+def _check_safetensors(path):
+    "Raise `MergeError` naming `path` if it is not a complete safetensors file (unreadable header, or data cut short)."
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, 'rb') as f:
+            n = int.from_bytes(f.read(8), 'little')
+            if not 0 < n <= size - 8: raise ValueError(f'{size} bytes, too short for its header')
+            h = json.loads(f.read(n))
+        h.pop('__metadata__', None)
+        end = max((v['data_offsets'][1] for v in h.values()), default=0)
+        if 8 + n + end > size: raise ValueError(f'{size} bytes, the header says {8 + n + end}')
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise MergeError(f"{path} is truncated or not a safetensors file ({e}); re-copy it from the training output "
+                         "(or its last checkpoint-N).") from None
+
+def projector_trained(settings:dict) -> bool:
+    "True unless `llava_lora_settings.json`'s LoRA settings record the projector as frozen."
+    return not (settings.get('lora') or {}).get('freeze_projector', False)
+
+def check_adapter_folder(adapter_dir):
+    "Raise `MergeError` if the adapter weights are missing or truncated, or the projector the run trained is missing."
+    d = Path(adapter_dir)
+    if (d/'adapter_model.safetensors').exists(): _check_safetensors(d/'adapter_model.safetensors')
+    elif not (d/'adapter_model.bin').exists():
+        raise MergeError(f"{d} has adapter_config.json but no adapter_model.safetensors (or adapter_model.bin): copy the "
+                         "adapter weights from the training output (or its last checkpoint-N).")
+    if (d/NON_LORA).exists(): _check_safetensors(d/NON_LORA)
+    elif not (d/NON_LORA_BIN).exists() and projector_trained(read_settings(d)):
+        raise MergeError(f"{d} has neither {NON_LORA} nor {NON_LORA_BIN}, but the run trained the projector "
+                         f"({SETTINGS} does not record freeze_projector): without them the merge would use the base's untrained "
+                         "projector. Copy them from the training output (or its last checkpoint-N).")
+
+def _check_base_exists(model_base):
+    "Raise `MergeError` for a `model_base` that names a missing local path (Hub ids are left to the loader)."
+    from llava_lora_nb.loading import _local_folder
+    p = Path(model_base).expanduser()
+    if p.is_dir(): return
+    if p.exists(): raise MergeError(f"--model-base {model_base} is a file: pass the folder of the base checkpoint.")
+    s = str(model_base)
+    if _local_folder(s) is None and (s.startswith(('/', '.', '~')) or s.count('/') != 1 or os.sep != '/' and os.sep in s):
+        raise MergeError(f"--model-base {model_base}: no such folder; pass the folder of the base checkpoint the adapter was trained from.")
+
+def check_base(adapter_dir, model_base, allow_other_base:bool=False):
+    "Refuse a `model_base` whose `base_fingerprint` differs from the one recorded in the adapter's `llava_lora_settings.json`."
+    from llava_lora_nb.loading import base_fingerprint, same_base
+    if allow_other_base: return
+    s = read_settings(adapter_dir); rec = s.get('base_fingerprint')
+    if not rec:
+        print(f"note: {Path(adapter_dir)/SETTINGS} records no base fingerprint (an older output): not checking that "
+              f"{model_base} is the base the adapter was trained on.", file=sys.stderr)
+        return
+    cur = base_fingerprint(model_base)
+    if not same_base(rec, cur):
+        why = 'its weights differ from' if cur else 'it has no local safetensors weights to compare with'
+        raise MergeError(f"the base {model_base} is not the one {adapter_dir} was trained on ({s.get('model_name_or_path')}): "
+                         f"{why} the recorded base fingerprint; pass `--allow-other-base` if this is intended.")
+
+def check_output_path(output_dir, adapter_dir, model_base):
+    "Refuse an `output_dir` that is, is inside, or contains the adapter folder or the base folder (symlinks and `..` resolved)."
+    o = Path(output_dir).expanduser().resolve()
+    for what, p in (('adapter folder (--model-path)', adapter_dir), ('base folder (--model-base)', model_base)):
+        q = Path(p).expanduser()
+        if not q.exists(): continue
+        q = q.resolve()
+        rel = 'is' if o == q else 'is inside' if q in o.parents else 'contains' if o in q.parents else None
+        if rel: raise MergeError(f"--save-model-path {output_dir} {rel} the {what} {p}: writing the merge there would destroy "
+                                 "its input (refused even with --overwrite); choose a folder outside both inputs.")
+
+def check_inputs(adapter_dir, model_base, allow_other_base:bool=False):
+    "All checks on an adapter folder and its base before loading: files present and complete, the right base."
+    _check_base_exists(model_base)
+    check_adapter_folder(adapter_dir)
+    cfg = Path(model_base)/'config.json'
+    if cfg.exists() and 'vision_config' in json.loads(cfg.read_text()):   # llava-hf layout: the shapes first (a clearer error)
+        from transformers import AutoConfig
+        check_adapter_matches(adapter_dir, AutoConfig.from_pretrained(model_base))
+    check_base(adapter_dir, model_base, allow_other_base)
+
+# %% ../nbs/04_merge.ipynb #43896810
 _ORIG_PROJ = {'mm_projector.0.': 'multi_modal_projector.linear_1.', 'mm_projector.2.': 'multi_modal_projector.linear_2.'}
 
 def read_non_lora_trainables(adapter_dir) -> dict:
     "The projector (and any other non-LoRA trainables) of `adapter_dir`, keyed by the plain model's parameter names."
     from llava_lora_nb.train import read_non_lora_file
-    sd = read_non_lora_file(adapter_dir)
+    d = Path(adapter_dir)
+    f = d/NON_LORA if (d/NON_LORA).exists() else d/NON_LORA_BIN
+    try: sd = read_non_lora_file(d)
+    except Exception as e:
+        raise MergeError(f"{f} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
+                         f"re-copy it from the training output (or its last checkpoint-N).") from None
     if sd is None: return {}
     out = {}
     for k, v in sd.items():
@@ -100,7 +189,10 @@ def _is_4bit(folder) -> bool:
 def _load_base(model_base, torch_dtype):
     "Base model + processor with `loading.load_llava`, which also reads (and converts) original-LLaVA checkpoints."
     from llava_lora_nb.loading import load_llava
-    return load_llava(str(model_base), torch_dtype=torch_dtype)
+    try: return load_llava(str(model_base), torch_dtype=torch_dtype)
+    except OSError as e:   # a Hub id that is not cached and cannot be downloaded, a folder without weights
+        raise MergeError(f"cannot load the base checkpoint {model_base} ({str(e).splitlines()[0][:200]}); "
+                         "pass the local folder of the base the adapter was trained from as --model-base.") from None
 
 _SHAPE_FIELDS = (('text_config', 'hidden_size'), ('text_config', 'num_hidden_layers'), ('text_config', 'intermediate_size'),
                  ('text_config', 'vocab_size'), ('vision_config', 'hidden_size'))
@@ -109,7 +201,7 @@ def check_adapter_matches(adapter_dir, base_config):
     "Raise `MergeError` naming the fields where the adapter folder's config.json differs from the base's config."
     f = Path(adapter_dir)/'config.json'
     if not f.exists(): return
-    a, b = json.loads(f.read_text()), base_config.to_dict()
+    a, b = json.loads(f.read_text()), (base_config if isinstance(base_config, dict) else base_config.to_dict())
     if a.get('model_type') != b.get('model_type'):
         raise MergeError(f"{adapter_dir} was trained on a '{a.get('model_type')}' model but the base is '{b.get('model_type')}'; "
                          f"pass the base the adapter was trained from (llava_lora_settings.json: {read_settings(adapter_dir).get('model_name_or_path')}).")
@@ -120,7 +212,8 @@ def check_adapter_matches(adapter_dir, base_config):
 
 def load_adapter_model(adapter_dir,         # training output folder (adapter + non_lora_trainables)
                        model_base,          # the base checkpoint the adapter was trained from
-                       torch_dtype=None):   # dtype to load in (default: the base checkpoint's dtype)
+                       torch_dtype=None,    # dtype to load in (default: the base checkpoint's dtype)
+                       allow_other_base:bool=False):  # accept a base whose fingerprint differs from the recorded one
     "Load `model_base`, put the trained projector in and attach the LoRA adapter: `(peft_model, processor, settings)`."
     from peft import PeftModel
     from transformers import AutoProcessor
@@ -129,6 +222,7 @@ def load_adapter_model(adapter_dir,         # training output folder (adapter + 
     if model_base is None:
         raise MergeError(f"{adapter_dir} is a LoRA adapter: pass the base it was trained from as model_base / --model-base "
                          f"(llava_lora_settings.json says: {read_settings(adapter_dir).get('model_name_or_path')}).")
+    check_inputs(adapter_dir, model_base, allow_other_base)
     if torch_dtype is None and (Path(model_base)/'config.json').exists(): torch_dtype = _checkpoint_dtype(model_base)
     model, processor = _load_base(model_base, torch_dtype)
     check_adapter_matches(adapter_dir, model.config)
@@ -169,10 +263,10 @@ def _logits(model, batch):
     b = {k: (v.to(dt) if k == 'pixel_values' else v) for k, v in batch.items()}
     return model(**b).logits.float()
 
-# %% ../nbs/04_merge.ipynb #c0515c37
-def merge_in_memory(adapter_dir, model_base, torch_dtype=None, verify:bool=True):
+# %% ../nbs/04_merge.ipynb #87ccb885
+def merge_in_memory(adapter_dir, model_base, torch_dtype=None, verify:bool=True, allow_other_base:bool=False):
     "Merge the adapter into the base in memory and check the logits: `(model, processor, settings, error)`."
-    model, processor, settings = load_adapter_model(adapter_dir, model_base, torch_dtype)
+    model, processor, settings = load_adapter_model(adapter_dir, model_base, torch_dtype, allow_other_base)
     dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
     if verify: batch = probe_batch(processor); ref = _logits(model, batch)
     model = model.merge_and_unload()
@@ -307,11 +401,13 @@ def _merge_rows(t, d, A, B, s, fif, x, rows:int):
     return None if x is None else diff / max(refmax, 1.0)
 
 def merge_streaming(adapter_dir, model_base, output_dir, torch_dtype=None, verify:bool=True, progress:bool=True,
-                    chunk_mib:int=16) -> float:
+                    chunk_mib:int=16, allow_other_base:bool=False) -> float:
     "Merge tensor by tensor over the base's safetensors into `output_dir` (weights, index, config); returns the largest check error."
     from tqdm.auto import tqdm
     from transformers import AutoConfig
     adapter_dir, model_base, out = Path(adapter_dir), Path(model_base), Path(output_dir)
+    check_inputs(adapter_dir, model_base, allow_other_base)
+    if not (model_base/'config.json').exists(): raise MergeError(f"{model_base} has no config.json: the streaming merge needs a local llava-hf checkpoint folder.")
     check_adapter_matches(adapter_dir, AutoConfig.from_pretrained(model_base))
     files, index = _shards(model_base)
     keys = set(index['weight_map']) if index else set(safetensors_header(model_base/files[0])[0])
@@ -383,12 +479,16 @@ def merge_lora(adapter_dir,                 # training output folder (adapter_co
                torch_dtype=None,            # merge/save dtype (default: the base checkpoint's)
                max_shard_size='5GB',        # shard size of the in-memory merge's output
                verify:bool=True,            # check the merge before writing
-               progress:bool=True) -> MergeReport:
+               progress:bool=True,
+               allow_other_base:bool=False  # accept a base whose fingerprint differs from the one training recorded
+              ) -> MergeReport:
     "Merge a LoRA training output into its base and write a standard, verified Hugging Face checkpoint."
     t0 = time.time()
     adapter_dir, model_base, out = Path(adapter_dir), Path(model_base), Path(output_dir)
+    check_output_path(out, adapter_dir, model_base)
     if isinstance(torch_dtype, str): torch_dtype = getattr(torch, torch_dtype)
     if not is_adapter_dir(adapter_dir): raise MergeError(f"{adapter_dir} has no adapter_config.json: not a LoRA training output.")
+    _check_base_exists(model_base); check_adapter_folder(adapter_dir)   # cheap checks first; the fingerprint where the base is read
     if (model_base/'config.json').exists() and _is_4bit(model_base):
         raise MergeError(f"{model_base} is a 4-bit (bitsandbytes) checkpoint: merging into 4-bit weights would re-quantize them "
                          "and lose the LoRA update. Merge into the 16-bit base instead (the fp16/bf16 model QLoRA quantized at load "
@@ -399,12 +499,12 @@ def merge_lora(adapter_dir,                 # training output folder (adapter_co
     with staged_folder(out) as tmp:
         if streaming:
             dtype = torch_dtype or _checkpoint_dtype(model_base)
-            err = merge_streaming(adapter_dir, model_base, tmp, dtype, verify=verify, progress=progress)
+            err = merge_streaming(adapter_dir, model_base, tmp, dtype, verify=verify, progress=progress, allow_other_base=allow_other_base)
             from transformers import AutoProcessor
             src = adapter_dir if (adapter_dir/'tokenizer_config.json').exists() else model_base
             processor = AutoProcessor.from_pretrained(src)
         else:
-            model, processor, _, err = merge_in_memory(adapter_dir, model_base, torch_dtype, verify=verify)
+            model, processor, _, err = merge_in_memory(adapter_dir, model_base, torch_dtype, verify=verify, allow_other_base=allow_other_base)
             dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
             model.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
             del model
@@ -436,10 +536,12 @@ def merge_cli(argv=None):
     p.add_argument('--overwrite', action='store_true', help='replace an existing --save-model-path')
     p.add_argument('--dtype', default=None, choices=['float32', 'float16', 'bfloat16'], help="default: the base's dtype")
     p.add_argument('--max-shard-size', default='5GB')
+    p.add_argument('--allow-other-base', '--allow_other_base', action='store_true',
+                   help='merge even if --model-base is not the base the adapter was trained on (its fingerprint differs)')
     a = p.parse_args(argv)
     try: rep = merge_lora(a.model_path, a.model_base, a.save_model_path, streaming=a.streaming, overwrite=a.overwrite,
-                          torch_dtype=a.dtype, max_shard_size=a.max_shard_size)
-    except MergeError as e:
-        print(f"llava_lora_merge: error: {e}"); return 1
+                          torch_dtype=a.dtype, max_shard_size=a.max_shard_size, allow_other_base=a.allow_other_base)
+    except (ValueError, FileNotFoundError) as e:   # MergeError and other input errors: one line, exit status 2
+        print(f"llava_lora_merge: error: {e}", file=sys.stderr); return 2
     print(f"llava_lora_merge: {rep}")
     return 0

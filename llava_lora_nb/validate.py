@@ -21,13 +21,14 @@ DEFAULT_SETTINGS = {'version': 'vicuna_v1', 'image_aspect_ratio': 'pad'}
 def load_for_inference(model_path,          # merged checkpoint folder, or a LoRA training output folder
                        model_base=None,     # base checkpoint; required when `model_path` is an adapter
                        torch_dtype=None,    # default: the checkpoint's dtype
-                       device=None):        # e.g. 'cuda'; default: CPU
+                       device=None,         # e.g. 'cuda'; default: CPU
+                       allow_other_base:bool=False):  # accept a base whose fingerprint differs from the recorded one
     "Load a merged checkpoint, or an adapter folder on its base, for generation: `(model, processor, settings)`."
     model_path = Path(model_path)
     if not (model_path/'config.json').exists() and not is_adapter_dir(model_path):
         raise FileNotFoundError(f"{model_path} is neither a checkpoint (no config.json) nor a LoRA adapter (no adapter_config.json).")
     if is_adapter_dir(model_path):
-        model, processor, settings = load_adapter_model(model_path, model_base, torch_dtype)
+        model, processor, settings = load_adapter_model(model_path, model_base, torch_dtype, allow_other_base=allow_other_base)
         model = model.merge_and_unload()
     else:
         if model_base is not None:
@@ -47,6 +48,16 @@ def _image(image, image_folder=None):
     p = Path(image_folder)/image if image_folder is not None else Path(image)
     if not p.exists(): raise FileNotFoundError(f"image {p} not found" + (f" (relative to image_folder {image_folder})" if image_folder else ''))
     return Image.open(p).convert('RGB')
+
+def _record_image(image_folder, image):
+    "The decoded RGB image of a record's `image`, with the training path's checks (`data.resolve_image_path`: no absolute paths, no `..`)."
+    from PIL import Image
+    from llava_lora_nb.data import resolve_image_path, DataError
+    p = resolve_image_path(image_folder, image)
+    if not p.is_file(): raise DataError(f"image {p} not found (relative to image_folder {image_folder})")
+    try:
+        with Image.open(p) as im: return im.convert('RGB')   # decodes the whole file: a truncated image fails here
+    except (OSError, Image.DecompressionBombError) as e: raise DataError(f"image {p} cannot be read ({e})") from None
 
 @torch.no_grad()
 def generate_answer(model, processor, conversations, image=None, template:str='vicuna_v1', image_aspect_ratio:str='pad',
@@ -98,10 +109,12 @@ def heldout_questions(records, turns:str='last'):
 
 @dataclass
 class EvalResult:
-    "Per-question rows (`id`, `turn`, `image`, `question`, `reference`, `answer`, `correct`) and a summary."
+    "Per-question rows (`id`, `turn`, `image`, `question`, `reference`, `answer`, `correct`, `error`) and a summary."
     rows: list
     summary: dict
-    def __str__(self): return f"exact match {self.summary['exact_match']:.3f} ({self.summary['correct']}/{self.summary['n']})"
+    def __str__(self):
+        s = self.summary
+        return f"exact match {s['exact_match']:.3f} ({s['correct']}/{s['n']})" + (f", {s['failed']} failed" if s.get('failed') else '')
 
 def evaluate(model, processor,
              data,                          # held-out JSON/JSONL path, or a list of LLaVA records
@@ -116,14 +129,18 @@ def evaluate(model, processor,
     from llava_lora_nb.data import load_records
     records = load_records(data) if isinstance(data, (str, Path)) else data
     qs = list(heldout_questions(records, turns))[:limit]
+    from PIL import Image
     rows = []
     for r, i, conv, ref in tqdm(qs, desc='evaluating', disable=not progress):
-        img = _image(r['image'], image_folder) if r.get('image') else None
+        row = {'id': r.get('id'), 'turn': i // 2, 'image': r.get('image'), 'question': conv[-1]['value'].replace('<image>', '').strip(),
+               'reference': ref, 'answer': None, 'correct': False, 'error': None}
+        try: img = _record_image(image_folder, r['image']) if r.get('image') else None
+        except (ValueError, OSError, Image.DecompressionBombError) as e:   # a bad record fails alone; the others are still evaluated
+            rows.append({**row, 'error': str(e)}); continue
         ans = generate_answer(model, processor, conv, img, template, image_aspect_ratio, max_new_tokens)
-        rows.append({'id': r.get('id'), 'turn': i // 2, 'image': r.get('image'), 'question': conv[-1]['value'].replace('<image>', '').strip(),
-                     'reference': ref, 'answer': ans, 'correct': exact_match(ans, ref)})
-    n, c = len(rows), sum(r['correct'] for r in rows)
-    return EvalResult(rows, {'n': n, 'correct': c, 'exact_match': c / n if n else 0.0})
+        rows.append({**row, 'answer': ans, 'correct': exact_match(ans, ref)})
+    n, c, f = len(rows), sum(r['correct'] for r in rows), sum(r['error'] is not None for r in rows)
+    return EvalResult(rows, {'n': n, 'correct': c, 'exact_match': c / n if n else 0.0, 'failed': f})
 
 # %% ../nbs/05_validate.ipynb #f84395a9
 def side_by_side(results:dict) -> EvalResult:
@@ -135,12 +152,15 @@ def side_by_side(results:dict) -> EvalResult:
             raise ValueError(f"results '{nm}' and '{names[0]}' are not on the same questions")
     rows = [{**{k: r[k] for k in ('id', 'turn', 'image', 'question', 'reference')},
              'answers': {nm: results[nm].rows[j]['answer'] for nm in names},
-             'correct': {nm: results[nm].rows[j]['correct'] for nm in names}} for j, r in enumerate(first)]
+             'correct': {nm: results[nm].rows[j]['correct'] for nm in names},
+             'errors': {nm: results[nm].rows[j].get('error') for nm in names}} for j, r in enumerate(first)]
     return EvalResult(rows, {nm: results[nm].summary for nm in names})
 
-def _img_tag(path, size=96):
+def _img_tag(image_folder, image, size=96):
     from PIL import Image
-    buf = io.BytesIO(); Image.open(path).convert('RGB').resize((size, size)).save(buf, 'PNG')
+    try: im = _record_image(image_folder, image)
+    except (ValueError, OSError, Image.DecompressionBombError): return f'<div style="width:{size}px;height:{size}px">(image unreadable)</div>'
+    buf = io.BytesIO(); im.resize((size, size)).save(buf, 'PNG')
     return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}" width="{size}" height="{size}">'
 
 def gallery_html(rows, image_folder, max_items:int=24) -> str:
@@ -151,7 +171,7 @@ def gallery_html(rows, image_folder, max_items:int=24) -> str:
         correct = correct if isinstance(correct, dict) else {'answer': correct}
         lines = ''.join(f'<div style="color:{"#1a7f37" if correct.get(nm) else "#cf222e"}"><b>{html.escape(nm)}:</b> '
                         f'{html.escape(str(a))}</div>' for nm, a in answers.items())
-        img = _img_tag(Path(image_folder)/r['image']) if r.get('image') else '<div style="width:96px;height:96px">(text only)</div>'
+        img = _img_tag(image_folder, r['image']) if r.get('image') else '<div style="width:96px;height:96px">(text only)</div>'
         cards.append(f'<div style="border:1px solid #ccc;border-radius:6px;padding:6px;width:210px;font-size:12px">{img}'
                      f'<div><i>{html.escape(r["question"])}</i></div><div>reference: {html.escape(r["reference"])}</div>{lines}</div>')
     return f'<div style="display:flex;flex-wrap:wrap;gap:8px">{"".join(cards)}</div>'
@@ -168,6 +188,8 @@ def _add_model_args(p):
     p.add_argument('--conv-mode', default=None, help="prompt template (default: the model's llava_lora_settings.json)")
     p.add_argument('--image-aspect-ratio', default=None, help="'pad' or 'original' (default: from settings)")
     p.add_argument('--device', default=None)
+    p.add_argument('--allow-other-base', '--allow_other_base', action='store_true',
+                   help='use --model-base even if it is not the base the adapter was trained on (its fingerprint differs)')
 
 def _cfg(a, settings):
     return a.conv_mode or settings['version'], a.image_aspect_ratio or settings['image_aspect_ratio']
@@ -182,10 +204,12 @@ def predict_cli(argv=None):
     p.add_argument('--top_p', type=float, default=None)
     p.add_argument('--max_new_tokens', '--max-new-tokens', type=int, default=64)
     a = p.parse_args(argv)
-    try: model, processor, settings = load_for_inference(a.model_path, a.model_base, device=a.device)
-    except (ValueError, FileNotFoundError) as e: print(f"llava_lora_predict: error: {e}", file=sys.stderr); return 1
+    try:   # input errors (missing or corrupt files, wrong base, unreadable image): one line, exit status 2
+        model, processor, settings = load_for_inference(a.model_path, a.model_base, device=a.device, allow_other_base=a.allow_other_base)
+        img = _image(a.image)
+    except (ValueError, OSError) as e: print(f"llava_lora_predict: error: {e}", file=sys.stderr); return 2
     template, ar = _cfg(a, settings)
-    print(predict(model, processor, a.image, a.prompt, template, ar, a.max_new_tokens, a.temperature, a.top_p))
+    print(predict(model, processor, img, a.prompt, template, ar, a.max_new_tokens, a.temperature, a.top_p))
     return 0
 
 def eval_cli(argv=None):
@@ -200,12 +224,16 @@ def eval_cli(argv=None):
     p.add_argument('--max_new_tokens', '--max-new-tokens', type=int, default=16)
     p.add_argument('--limit', type=int, default=None)
     a = p.parse_args(argv)
+    from llava_lora_nb.data import load_records
     results = {}
+    try: records = load_records(a.data)
+    except ValueError as e: print(f"llava_lora_eval: error: {e}", file=sys.stderr); return 2
     for name, path in [('model', a.model_path)] + ([('compare', a.compare)] if a.compare else []):
-        try: model, processor, settings = load_for_inference(path, a.model_base if is_adapter_dir(path) else None, device=a.device)
-        except (ValueError, FileNotFoundError) as e: print(f"llava_lora_eval: error: {e}", file=sys.stderr); return 1
+        try: model, processor, settings = load_for_inference(path, a.model_base if is_adapter_dir(path) else None, device=a.device,
+                                                             allow_other_base=a.allow_other_base)
+        except (ValueError, OSError) as e: print(f"llava_lora_eval: error: {e}", file=sys.stderr); return 2
         template, ar = _cfg(a, settings)
-        results[name] = evaluate(model, processor, a.data, a.image_folder, template, ar, a.turns, a.max_new_tokens, a.limit)
+        results[name] = evaluate(model, processor, records, a.image_folder, template, ar, a.turns, a.max_new_tokens, a.limit)
         del model
     res = side_by_side(results)
     summary = {nm: {**s, 'model_path': str(pth)} for (nm, s), pth in zip(res.summary.items(), [a.model_path, a.compare])}
@@ -214,4 +242,8 @@ def eval_cli(argv=None):
         out.write_text(''.join(json.dumps(r) + '\n' for r in res.rows))
         out.with_suffix('.summary.json').write_text(json.dumps(summary, indent=2))
     for nm, s in summary.items(): print(f"{nm:8s} exact match {s['exact_match']:.3f} ({s['correct']}/{s['n']})  {s['model_path']}")
+    failed = [r for r in res.rows if any(r['errors'].values())]
+    if failed:
+        print(f"llava_lora_eval: {len(failed)} of {len(res.rows)} questions failed (counted as wrong), e.g. record "
+              f"{failed[0]['id']!r}: {next(e for e in failed[0]['errors'].values() if e)}", file=sys.stderr)
     return 0

@@ -1,9 +1,10 @@
 "Merge: verified in-memory merge, bitwise-identical streaming merge, plain-transformers reload, `llava_lora_merge` as a subprocess."
-import json, shutil
+import hashlib, json, shutil
+from pathlib import Path
 import pytest, torch
 from conftest import run_cli
 from llava_lora_nb.merge import (make_tiny_adapter, merge_lora, merge_in_memory, load_adapter_model, checkpoint_tensors,
-                                 same_tensors, probe_batch, logits_error, _logits, MERGE_TOLERANCE, MergeError, _shards)
+                                 same_tensors, probe_batch, logits_error, _logits, MERGE_TOLERANCE, MergeError, _shards, merge_cli)
 
 
 @pytest.fixture(scope='module')
@@ -95,7 +96,93 @@ def test_merge_cli(adapter, tiny_ckpt, tmp_path):
     assert r.returncode == 0, r.stderr
     assert 'merged (streaming, float32)' in r.stdout and 'verified' in r.stdout
     r = run_cli('llava_lora_merge', '--model-path', adapter, '--model-base', tiny_ckpt, '--save-model-path', out)
-    assert r.returncode == 1 and 'already exists' in r.stdout
+    assert r.returncode == 2 and 'already exists' in r.stderr and 'Traceback' not in r.stderr
     r = run_cli('llava_lora_merge', '--model-path', adapter, '--model-base', tiny_ckpt, '--save-model-path', out, '--overwrite')
     assert r.returncode == 0, r.stderr
     assert 'in memory' in r.stdout
+
+
+def _tree(*folders):
+    "{file: sha256} of every file under `folders`, to show inputs are untouched."
+    return {str(f): hashlib.sha256(f.read_bytes()).hexdigest() for d in folders for f in sorted(Path(d).rglob('*')) if f.is_file()}
+
+
+@pytest.fixture()
+def inputs(tiny_ckpt, tmp_path):
+    "A private base and adapter (the overlap tests must never risk the shared fixtures)."
+    base = tmp_path/'base'; shutil.copytree(tiny_ckpt, base)
+    return make_tiny_adapter(base, tmp_path/'run'), base
+
+
+def test_merge_cli_refuses_output_overlapping_inputs(inputs, tmp_path, capsys):
+    "issue 13 item 8: --save-model-path equal to, inside or containing either input is refused (exit 2), even with --overwrite."
+    adapter, base = inputs
+    before = _tree(adapter, base)
+    for which, target in (('adapter', adapter), ('base', base)):
+        link = tmp_path/f'link-{which}'; link.symlink_to(target)   # spelled through a symlink and `..`: the check resolves both
+        for where, out in (('equal', link), ('inside', link/'x'/'..'/'merged'), ('containing', target.parent)):
+            for extra in ([], ['--overwrite']):
+                rc = merge_cli(['--model-path', str(adapter), '--model-base', str(base), '--save-model-path', str(out), *extra])
+                err = capsys.readouterr().err
+                assert rc == 2 and 'would destroy its input' in err, (which, where, extra, err)
+    assert _tree(adapter, base) == before
+    # the console script itself: exit 2, one line, no traceback, inputs intact
+    r = run_cli('llava_lora_merge', '--model-path', adapter, '--model-base', base, '--save-model-path', adapter, '--overwrite')
+    assert r.returncode == 2 and 'would destroy its input' in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    assert _tree(adapter, base) == before
+
+
+def _truncate(f, n=100): f.write_bytes(f.read_bytes()[:-n])
+
+
+def _cases(adapter, base, tmp_path):
+    "(label, broken adapter folder, base, the path the error must name, extra flags)"
+    def copy(name):
+        d = tmp_path/name; shutil.copytree(adapter, d); return d
+    a = copy('trunc-adapter'); _truncate(a/'adapter_model.safetensors')
+    n = copy('trunc-nonlora'); _truncate(n/'non_lora_trainables.safetensors')
+    m = copy('no-adapter-weights'); (m/'adapter_model.safetensors').unlink()
+    p = copy('no-projector'); (p/'non_lora_trainables.safetensors').unlink(); (p/'non_lora_trainables.bin').unlink()
+    other = tmp_path/'other-seed'
+    from llava_lora_nb.testing import save_tiny_checkpoint
+    save_tiny_checkpoint(other, seed=1)
+    return {'truncated adapter_model': (a, base, a/'adapter_model.safetensors'),
+            'truncated non_lora_trainables': (n, base, n/'non_lora_trainables.safetensors'),
+            'missing adapter_model': (m, base, m),
+            'missing projector': (p, base, p),
+            'nonexistent base': (adapter, tmp_path/'no-such-base', tmp_path/'no-such-base'),
+            'other-seed base': (adapter, other, other)}
+
+
+def test_merge_cli_input_errors_one_line_exit_2(inputs, tmp_path):
+    "issue 13 items 4 and 10: each bad input is one line on stderr naming the path, exit 2, no traceback, nothing written."
+    adapter, base = inputs
+    for label, (ad, bs, named) in _cases(adapter, base, tmp_path).items():
+        out = tmp_path/f'out-{label.replace(" ", "-")}'
+        r = run_cli('llava_lora_merge', '--model-path', ad, '--model-base', bs, '--save-model-path', out)
+        assert r.returncode == 2, (label, r.stdout, r.stderr[-3000:])
+        assert str(named) in r.stderr and 'Traceback' not in r.stderr, (label, r.stderr[-3000:])
+        assert len([l for l in r.stderr.splitlines() if 'error' in l]) == 1, (label, r.stderr)
+        assert not out.exists()
+
+
+def test_merge_cli_streaming_input_errors(inputs, tmp_path, capsys):
+    "The same inputs on the streaming path (in-process: the console script's function, same exit status and message)."
+    adapter, base = inputs
+    for label, (ad, bs, named) in _cases(adapter, base, tmp_path).items():
+        out = tmp_path/f'out-{label.replace(" ", "-")}'
+        assert merge_cli(['--model-path', str(ad), '--model-base', str(bs), '--save-model-path', str(out), '--streaming']) == 2, label
+        err = capsys.readouterr().err
+        assert str(named) in err and len([l for l in err.splitlines() if 'error' in l]) == 1, (label, err)
+        assert not out.exists()
+
+
+def test_merge_cli_allow_other_base(inputs, tmp_path):
+    "issue 13 item 4: the other-seed base merges when --allow-other-base says it is intended."
+    from llava_lora_nb.testing import save_tiny_checkpoint
+    adapter, _ = inputs
+    other = save_tiny_checkpoint(tmp_path/'other-seed', seed=1)
+    r = run_cli('llava_lora_merge', '--model-path', adapter, '--model-base', other, '--save-model-path', tmp_path/'m', '--allow-other-base')
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert merge_cli(['--model-path', str(adapter), '--model-base', str(other), '--save-model-path', str(tmp_path/'s'),
+                      '--streaming', '--allow_other_base']) == 0

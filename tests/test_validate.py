@@ -1,5 +1,5 @@
 "Validate: predict/eval console scripts as subprocesses on a model trained with `llava_lora_train`; the finetuned model beats the base."
-import json
+import json, shutil
 import pytest
 from conftest import run_cli
 
@@ -36,7 +36,7 @@ def test_predict_cli_adapter_equals_merged(trained, tiny_ckpt, shapes):
 
 def test_predict_cli_adapter_needs_base(trained):
     r = run_cli('llava_lora_predict', '--model-path', trained[0], '--prompt', 'Is red a colour or a shape?')
-    assert r.returncode == 1 and 'pass the base it was trained from' in r.stderr
+    assert r.returncode == 2 and 'pass the base it was trained from' in r.stderr and 'Traceback' not in r.stderr
 
 
 def test_load_for_inference_wrong_base(trained, tmp_path):
@@ -60,3 +60,48 @@ def test_eval_cli_finetuned_beats_base(trained, tiny_ckpt, shapes, tmp_path):
     print(r.stdout)
     assert summary['model']['exact_match'] > summary['compare']['exact_match'], summary
     assert summary['model']['correct'] == sum(x['correct']['model'] for x in rows)
+
+
+@pytest.fixture(scope='module')
+def tiny_adapter(tiny_ckpt, tmp_path_factory):
+    from llava_lora_nb.merge import make_tiny_adapter
+    return make_tiny_adapter(tiny_ckpt, tmp_path_factory.mktemp('tiny-adapter')/'run')
+
+
+def test_predict_eval_input_errors_exit_2(tiny_adapter, tiny_ckpt, shapes, tmp_path):
+    "issue 13 item 10: truncated/missing adapter files and a nonexistent --model-base: one line naming the path, exit 2."
+    _, heldout, folder = shapes
+    a = tmp_path/'trunc'; shutil.copytree(tiny_adapter, a)
+    f = a/'non_lora_trainables.safetensors'; f.write_bytes(f.read_bytes()[:-64])
+    m = tmp_path/'no-weights'; shutil.copytree(tiny_adapter, m); (m/'adapter_model.safetensors').unlink()
+    cases = [(a, tiny_ckpt, f), (m, tiny_ckpt, m), (tiny_adapter, tmp_path/'no-such-base', tmp_path/'no-such-base')]
+    for i, (ad, base, named) in enumerate(cases):
+        cmd = ('llava_lora_predict', '--prompt', 'Which colour?') if i % 2 == 0 else \
+              ('llava_lora_eval', '--data', heldout, '--image_folder', folder, '--limit', '1')
+        r = run_cli(*cmd, '--model-path', ad, '--model-base', base)
+        assert r.returncode == 2, (cmd[0], named, r.stdout, r.stderr[-3000:])
+        assert str(named) in r.stderr and 'Traceback' not in r.stderr, (cmd[0], r.stderr[-3000:])
+
+
+def test_eval_cli_bad_images_are_failed_rows(tiny_ckpt, shapes, tmp_path):
+    "issue 13 item 9: `../`, absolute and truncated image paths are failed rows; the other records are evaluated and written."
+    _, heldout, folder = shapes
+    recs = [r for r in json.loads(heldout.read_text()) if r.get('image')][:4]
+    outside = tmp_path/'outside.png'; shutil.copy(folder/recs[0]['image'], outside)
+    imgs = tmp_path/'imgs'; shutil.copytree(folder, imgs)
+    (imgs/'truncated.png').write_bytes((imgs/recs[2]['image']).read_bytes()[:80])
+    recs[0] = {**recs[0], 'id': 'dotdot', 'image': '../outside.png'}          # exists, but outside the image folder
+    recs[1] = {**recs[1], 'id': 'absolute', 'image': str(imgs/recs[1]['image'])}
+    recs[2] = {**recs[2], 'id': 'truncated', 'image': 'truncated.png'}
+    data = tmp_path/'bad.json'; data.write_text(json.dumps(recs))
+    out = tmp_path/'res.jsonl'
+    r = run_cli('llava_lora_eval', '--model-path', tiny_ckpt, '--data', data, '--image_folder', imgs, '--max_new_tokens', '2', '--output', out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert '3 of 4 questions failed' in r.stderr, r.stderr[-3000:]
+    rows = [json.loads(l) for l in out.read_text().splitlines()]
+    errs = [x['errors']['model'] for x in rows]
+    assert [e is not None for e in errs] == [True, True, True, False], errs
+    assert "'..'" in errs[0] and 'absolute' in errs[1] and f"{imgs/'truncated.png'} cannot be read" in errs[2], errs
+    assert rows[3]['answers']['model'] is not None and all(x['answers']['model'] is None for x in rows[:3])
+    summary = json.loads(out.with_suffix('.summary.json').read_text())
+    assert summary['model']['failed'] == 3 and summary['model']['n'] == 4
