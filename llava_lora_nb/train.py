@@ -496,7 +496,7 @@ def upcast_trainable_non_lora(model)->list: # the model being trained (PEFT-wrap
         if p.requires_grad and 'lora_' not in n and p.dtype in (torch.float16, torch.bfloat16):
             p.data = p.data.float(); names.append(n)
     proj = projector_of(model)
-    if any(p.dtype == torch.float32 for p in proj.parameters()) and not getattr(proj, '_llava_input_cast', False):
+    if any(is_projector_param(n) for n in names) and not getattr(proj, '_llava_input_cast', False):
         proj.register_forward_pre_hook(_input_to_weight_dtype); proj._llava_input_cast = True
     return names
 
