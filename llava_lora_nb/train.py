@@ -11,13 +11,14 @@ import torch
 import transformers
 
 # %% auto #0
-__all__ = ['PROJECTOR_KEYS', 'NON_LORA_NAME', 'SETTINGS_NAME', 'split_to_even_chunks', 'get_length_grouped_indices',
-           'get_modality_length_grouped_indices', 'LengthGroupedSampler', 'is_projector_param', 'decay_parameter_names',
-           'llava_param_groups', 'deepspeed_config', 'check_deepspeed_config', 'non_lora_trainables',
-           'save_non_lora_trainables', 'read_non_lora_file', 'load_non_lora_trainables', 'LLaVATrainer', 'plot_loss',
-           'ModelArguments', 'DataArguments', 'TrainingArguments', 'check_architecture', 'load_pretrain_mm_mlp_adapter',
-           'check_zero3_quantization', 'load_qlora_for_zero3', 'lora_settings_from_args', 'train', 'load_trained',
-           'parse_args', 'train_cli']
+__all__ = ['PROJECTOR_KEYS', 'LAUNCHER_ENV', 'NON_LORA_NAME', 'SETTINGS_NAME', 'split_to_even_chunks',
+           'get_length_grouped_indices', 'get_modality_length_grouped_indices', 'LengthGroupedSampler',
+           'is_projector_param', 'decay_parameter_names', 'llava_param_groups', 'deepspeed_config',
+           'check_deepspeed_config', 'describe_clipping', 'deepspeed_from_argv', 'single_process_env',
+           'non_lora_trainables', 'save_non_lora_trainables', 'read_non_lora_file', 'load_non_lora_trainables',
+           'LLaVATrainer', 'plot_loss', 'ModelArguments', 'DataArguments', 'TrainingArguments', 'check_architecture',
+           'load_pretrain_mm_mlp_adapter', 'check_zero3_quantization', 'load_qlora_for_zero3',
+           'upcast_trainable_non_lora', 'lora_settings_from_args', 'train', 'load_trained', 'parse_args', 'train_cli']
 
 # %% ../nbs/03_train.ipynb #c1008e2b
 def split_to_even_chunks(indices:list, # dataset indices of one megabatch, longest first
@@ -146,6 +147,54 @@ def check_deepspeed_config(ds, # `--deepspeed`: path or dict
     if z.get('stage') == 3 and not z.get('stage3_gather_16bit_weights_on_model_save', False):
         raise ValueError("ZeRO-3 without 'stage3_gather_16bit_weights_on_model_save': true would save empty checkpoints; "
                          "set it to true in zero_optimization (as the shipped zero3.json does).")
+
+# %% ../nbs/03_train.ipynb #fc71bf01
+def describe_clipping(training_args)->str: # parsed `TrainingArguments` (`max_grad_norm`, `deepspeed`)
+    "One line saying the gradient clipping in force: `--max_grad_norm`, or what the DeepSpeed config makes of it."
+    mgn = getattr(training_args, 'max_grad_norm', None) or 0.0
+    cfg = _ds_dict(getattr(training_args, 'deepspeed', None))
+    original = "as the original LLaVA recipe under DeepSpeed 0.12"
+    if cfg is None:
+        return f"gradient clipping: max_grad_norm {mgn}" if mgn > 0 else "no gradient clipping (--max_grad_norm 0)"
+    gc = cfg.get('gradient_clipping')
+    if gc is None:   # DeepSpeed's own default applies, whatever --max_grad_norm says
+        try: from deepspeed.runtime.constants import GRADIENT_CLIPPING_DEFAULT as gc
+        except ImportError: gc = 1.0
+        src = f"DeepSpeed's default: the config has no gradient_clipping, so --max_grad_norm {mgn} is not used; add \"gradient_clipping\": \"auto\""
+        return f"gradient clipping: {gc} ({src})" if gc > 0 else f"no gradient clipping ({src})"
+    if gc == 'auto':
+        return (f"gradient clipping: max_grad_norm {mgn} (DeepSpeed gradient_clipping auto -> {mgn})" if mgn > 0
+                else f"no gradient clipping (--max_grad_norm 0, {original})")
+    gc = float(gc)
+    return f"gradient clipping: {gc} (DeepSpeed config gradient_clipping {gc})" if gc > 0 else f"no gradient clipping (DeepSpeed config gradient_clipping 0, {original})"
+
+# %% ../nbs/03_train.ipynb #c332f672
+LAUNCHER_ENV = ('RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
+_OTHER_LAUNCHER_ENV = ('OMPI_COMM_WORLD_SIZE', 'PMI_SIZE', 'MV2_COMM_WORLD_SIZE', 'AZUREML_EXPERIMENT_ID', 'SM_TRAINING_ENV')
+
+def _free_local_port()->int:
+    import socket
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+def deepspeed_from_argv(argv:list|None=None)->str|None: # `llava_lora_train` arguments (default `sys.argv[1:]`)
+    "The `--deepspeed` value of a command line (or of its single JSON/YAML config file), None without one."
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if len(argv) == 1 and argv[0].endswith(('.json', '.yaml', '.yml')) and Path(argv[0]).is_file():
+        import yaml   # JSON is YAML: one reader for both
+        return (yaml.safe_load(Path(argv[0]).read_text()) or {}).get('deepspeed') or None
+    for i, a in enumerate(argv):
+        if a == '--deepspeed' and i + 1 < len(argv): return argv[i + 1] or None
+        if a.startswith('--deepspeed='): return a.split('=', 1)[1] or None
+    return None
+
+def single_process_env(deepspeed=None, # `--deepspeed` (path, name or dict): nothing is done without it
+                       environ=None)->str|None: # the environment to complete (default `os.environ`)
+    "Without a launcher, make a DeepSpeed run one process (RANK 0 of WORLD_SIZE 1 on 127.0.0.1, a free port); returns the note, or None."
+    env = os.environ if environ is None else environ
+    if not deepspeed or any(k in env for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE') + _OTHER_LAUNCHER_ENV): return None
+    addr, port = env.get('MASTER_ADDR') or '127.0.0.1', env.get('MASTER_PORT') or str(_free_local_port())
+    env.update(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1', MASTER_ADDR=addr, MASTER_PORT=port)
+    return f"llava_lora_train: note: no launcher set RANK/WORLD_SIZE: DeepSpeed runs as one process (rank 0 of 1, {addr}:{port})"
 
 # %% ../nbs/03_train.ipynb #f4ddc0e4
 NON_LORA_NAME = 'non_lora_trainables'
@@ -371,6 +420,14 @@ def check_architecture(model_args:ModelArguments, # parsed model flags
     return notes
 
 # %% ../nbs/03_train.ipynb #0090cfd4
+def _gathered(params:list):
+    "Under ZeRO-3 (parameters with `ds_id`), gather `params` whole for writing on rank 0 (re-partitioned on exit); otherwise nothing."
+    import contextlib
+    ds = [p for p in params if hasattr(p, 'ds_id')]
+    if not ds: return contextlib.nullcontext()
+    import deepspeed
+    return deepspeed.zero.GatheredParameters(ds, modifier_rank=0)
+
 def load_pretrain_mm_mlp_adapter(model, # the model (PEFT-wrapped or not)
                                  path): # LLaVA's `mm_projector.bin` (or a .safetensors)
     "Load a pretrained LLaVA projector (`mm_projector.0/2` keys) into the model's `multi_modal_projector` (`linear_1/2`)."
@@ -387,7 +444,7 @@ def load_pretrain_mm_mlp_adapter(model, # the model (PEFT-wrapped or not)
     own = dict(proj.named_parameters())
     bad = [k for k in mapped if k.replace('modules_to_save.default.', '') not in {n.replace('modules_to_save.default.', '') for n in own}]
     if bad: raise ValueError(f"{path}: keys {bad} do not match the projector ({sorted(own)})")
-    with torch.no_grad():
+    with _gathered(list(own.values())), torch.no_grad():
         for n, p in own.items():
             k = n.replace('modules_to_save.default.', '').replace('original_module.', '')
             if k in mapped:
@@ -425,6 +482,24 @@ def load_qlora_for_zero3(model_name_or_path, # checkpoint
     projector_of(model).requires_grad_(not settings.freeze_projector)
     return model, processor
 
+# %% ../nbs/03_train.ipynb #9c377966
+def _input_to_weight_dtype(module, args):
+    "Forward pre-hook: floating-point inputs in the dtype of `module`'s parameters."
+    dt = next(module.parameters()).dtype
+    return tuple(a.to(dt) if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+
+def upcast_trainable_non_lora(model)->list: # the model being trained (PEFT-wrapped or not)
+    "Trainable non-LoRA parameters stored in 16 bits (the projector) to float32, the projector's input cast to match; returns the names."
+    from llava_lora_nb.loading import projector_of
+    names = []
+    for n, p in model.named_parameters():
+        if p.requires_grad and 'lora_' not in n and p.dtype in (torch.float16, torch.bfloat16):
+            p.data = p.data.float(); names.append(n)
+    proj = projector_of(model)
+    if any(is_projector_param(n) for n in names) and not getattr(proj, '_llava_input_cast', False):
+        proj.register_forward_pre_hook(_input_to_weight_dtype); proj._llava_input_cast = True
+    return names
+
 # %% ../nbs/03_train.ipynb #e5120dca
 def lora_settings_from_args(training_args:TrainingArguments, model_args:ModelArguments|None=None):
     "`loading.LoraSettings` from the parsed flags (original names)."
@@ -452,6 +527,7 @@ def train(model_args:ModelArguments, # model flags
     from llava_lora_nb.data import validate_or_raise, LazySupervisedDataset, DataCollatorForSupervisedDataset
     from llava_lora_nb.loading import load_for_training
     say = print if verbose else (lambda *a, **k: None)
+    if (note := single_process_env(training_args.deepspeed)): say(note)   # notebook users: call it before building TrainingArguments
     if not model_args.model_name_or_path: raise ValueError("--model_name_or_path is required")
     if not data_args.data_path: raise ValueError("--data_path is required")
     # 1. the data, before anything expensive (refuses to start on errors, listing them)
@@ -463,6 +539,7 @@ def train(model_args:ModelArguments, # model flags
     config = transformers.AutoConfig.from_pretrained(model_args.model_name_or_path)
     for n in check_architecture(model_args, config): say(f"llava_lora_train: note: {n}")
     check_deepspeed_config(training_args.deepspeed, training_args.learning_rate, training_args.mm_projector_lr)
+    say(f"llava_lora_train: {describe_clipping(training_args)}")
     # 3. the model
     settings = lora_settings_from_args(training_args, model_args)
     transformers.set_seed(training_args.seed)   # LoRA's random init draws from the global RNG: seed it before building
@@ -475,6 +552,7 @@ def train(model_args:ModelArguments, # model flags
     if model_args.freeze_backbone:
         for n, p in model.named_parameters():
             if 'language_model' in n and 'lora_' not in n: p.requires_grad_(False)
+    if not training_args.deepspeed: upcast_trainable_non_lora(model)   # 16-bit base: float32 projector (DeepSpeed keeps its own master copy)
     # 4. the data set
     with training_args.main_process_first(desc='preprocessing cache'):   # one process builds the cache, the others then open it
         dataset = LazySupervisedDataset(data_args.data_path, data_args.image_folder, processor, template=model_args.version,
@@ -535,6 +613,7 @@ def parse_args(argv:list|None=None):
 def train_cli(argv:list|None=None):
     "Console script `llava_lora_train`: LLaVA's `train.py` flags (or a JSON/YAML file); exit code 2 on bad data or flags."
     os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
+    if (note := single_process_env(deepspeed_from_argv(argv))): print(note)   # before TrainingArguments set up the process group
     try:
         model_args, data_args, training_args = parse_args(argv)
         out = train(model_args, data_args, training_args)

@@ -2,7 +2,10 @@
 
 DeepSpeed compiles its shared-memory op on first use (~45 s, cached afterwards), so these runs are few and short.
 This file is also the worker: `python tests/test_train_deepspeed.py <llava_lora_train flags>` trains with a callback
-that writes, on every rank, a digest of the trainable weights (`rank<r>.json`), so the ranks can be compared."""
+that writes, on every rank, a digest of the trainable weights (`rank<r>.json`), so the ranks can be compared, the
+gradient clipping the DeepSpeed optimizer applies, and the projector as it was when training began
+(`rank<r>_projector_begin.safetensors`). With `LLAVA_TEST_VIA_CLI=1` it goes through `train_cli` (the console script's
+function) instead of `parse_args` + `train`."""
 import json, os, socket, subprocess, sys
 from pathlib import Path
 import pytest, torch
@@ -30,6 +33,19 @@ def _run(cmd, env, timeout=400):
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-5000:])
     return r
 
+def _write_mm_projector(path, ckpt):
+    "An original-layout `mm_projector.bin` (`model.mm_projector.0/2.weight/bias`) of known values, shaped for `ckpt`'s projector."
+    from transformers import LlavaForConditionalGeneration
+    proj = LlavaForConditionalGeneration.from_pretrained(ckpt).model.multi_modal_projector
+    sd = {}
+    for n, p in proj.named_parameters():
+        layer, kind = n.split('.')
+        sd[f"model.mm_projector.{0 if layer == 'linear_1' else 2}.{kind}"] = torch.linspace(-0.5, 0.5, p.numel()).reshape(p.shape)
+        assert not torch.equal(sd[f"model.mm_projector.{0 if layer == 'linear_1' else 2}.{kind}"], p.detach())
+    torch.save(sd, path)
+    return {k.replace('mm_projector.0', 'multi_modal_projector.linear_1').replace('mm_projector.2', 'multi_modal_projector.linear_2'): v
+            for k, v in sd.items()}   # keyed like the llava-hf names (`model.multi_modal_projector.linear_1.weight`)
+
 def _check_folder(d, ckpt):
     "A saved folder (final or checkpoint) is complete, its projector is real (not ZeRO-3's empty placeholders) and it loads."
     from safetensors.torch import load_file
@@ -45,14 +61,41 @@ def _check_folder(d, ckpt):
     with torch.no_grad(): assert torch.isfinite(model(input_ids=ids).logits).all()
 
 def test_zero2_and_zero3_single_process(tmp_path, tiny_ckpt, shapes):
+    """ZeRO-2 with the default clipping (auto -> max_grad_norm 1.0); ZeRO-3 as the v1.5 recipe: a pretrained
+    `mm_projector.bin` (gathered from the ZeRO-3 partitions to load it) and `--max_grad_norm 0` (no clipping, as the original)."""
+    from safetensors.torch import load_file
     data, _, folder = shapes
-    for stage in ('zero2', 'zero3'):
+    want = _write_mm_projector(tmp_path/'mm_projector.bin', tiny_ckpt)
+    for stage, extra in (('zero2', ()), ('zero3', ('--pretrain_mm_mlp_adapter', str(tmp_path/'mm_projector.bin'), '--max_grad_norm', '0'))):
         out = tmp_path/stage
-        _run([sys.executable, str(HERE), *_flags(tiny_ckpt, data, folder, out, '--deepspeed', stage)], _env())
+        r = _run([sys.executable, str(HERE), *_flags(tiny_ckpt, data, folder, out, '--deepspeed', stage, *extra)], _env())
         d = json.loads((out/'rank0.json').read_text())
         assert d['deepspeed_stage'] == int(stage[-1]), d
         assert d['lrs'][0] == pytest.approx(d['lrs'][1] * 3)     # projector group at mm_projector_lr through DeepSpeed
+        clip = 0.0 if stage == 'zero3' else 1.0                   # what the ZeRO optimizer clips at, and the config in force
+        assert (d['clip_grad'], d['ds_gradient_clipping']) == (clip, clip), d
+        line = ("no gradient clipping (--max_grad_norm 0, as the original LLaVA recipe under DeepSpeed 0.12)" if stage == 'zero3'
+                else "gradient clipping: max_grad_norm 1.0 (DeepSpeed gradient_clipping auto -> 1.0)")
+        assert f"llava_lora_train: {line}" in r.stdout, r.stdout[-3000:]
+        if stage == 'zero3':   # the projector at train begin is the file's, not the checkpoint's
+            got = {k.removeprefix('base_model.model.'): v for k, v in load_file(str(out/'rank0_projector_begin.safetensors')).items()}
+            assert sorted(got) == sorted(want), (sorted(got), sorted(want))
+            for k, v in want.items(): assert torch.equal(got[k], v), k
         for f in (out, out/'checkpoint-3'): _check_folder(f, tiny_ckpt)
+
+def test_zero2_without_launcher(tmp_path, tiny_ckpt, shapes):
+    """`llava_lora_train --deepspeed zero2` started without a launcher (no RANK/LOCAL_RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT)
+    runs as one process instead of dying on `No module named 'mpi4py'`; `--max_grad_norm 0`: nothing clipped."""
+    data, _, folder = shapes
+    out = tmp_path/'nolauncher'
+    env = {k: v for k, v in _env().items() if k not in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')}
+    env['LLAVA_TEST_VIA_CLI'] = '1'
+    r = _run([sys.executable, str(HERE), *_flags(tiny_ckpt, data, folder, out, '--deepspeed', 'zero2', '--max_grad_norm', '0',
+                                                 '--max_steps', '2', '--save_steps', '100')], env)
+    assert 'no launcher set RANK/WORLD_SIZE: DeepSpeed runs as one process (rank 0 of 1, 127.0.0.1:' in r.stdout, r.stdout[-3000:]
+    d = json.loads((out/'rank0.json').read_text())
+    assert (d['deepspeed_stage'], d['world_size'], d['clip_grad'], d['ds_gradient_clipping']) == (2, 1, 0.0, 0.0), d
+    assert (out/'adapter_model.safetensors').exists() and 'saved to' in r.stdout
 
 def test_two_processes_ranks_agree(tmp_path, tiny_ckpt, shapes):
     "torchrun with 2 CPU processes (DDP over gloo; multi-process DeepSpeed needs GPUs): both ranks end with the same weights."
@@ -80,10 +123,19 @@ def test_qlora_zero3(tmp_path, tiny_ckpt, shapes):
 
 def _worker(argv):
     import transformers
-    from llava_lora_nb.train import parse_args, train
+    import llava_lora_nb.train as T
     class Digest(transformers.TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            import deepspeed
+            self.projector_begin = {}
+            for n, p in model.named_parameters():
+                if 'multi_modal_projector' in n:
+                    with deepspeed.zero.GatheredParameters([p], enabled=hasattr(p, 'ds_id')):
+                        self.projector_begin[n] = p.detach().float().cpu().clone()
         def on_step_end(self, args, state, control, optimizer=None, **kw):
-            if state.global_step == 1: self.lrs = [g['lr'] for g in optimizer.param_groups]
+            if state.global_step == 1:
+                self.lrs = [g['lr'] for g in optimizer.param_groups]
+                self.clip_grad = getattr(getattr(optimizer, 'optimizer', optimizer), 'clip_grad', None)   # the ZeRO optimizer's
         def on_train_end(self, args, state, control, model=None, **kw):
             import deepspeed
             ps = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -94,11 +146,18 @@ def _worker(argv):
             ds = getattr(args, 'hf_deepspeed_config', None)
             rank = int(os.environ.get('RANK', 0))
             Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+            from safetensors.torch import save_file
+            save_file(self.projector_begin, str(Path(args.output_dir)/f'rank{rank}_projector_begin.safetensors'))
             (Path(args.output_dir)/f'rank{rank}.json').write_text(json.dumps({
                 'world_size': args.world_size, 'digest': [f"{n}:{s:.6e}:{a:.6e}" for n, s, a in vals],
                 'digest_sum': sum(a for _, _, a in vals), 'lrs': getattr(self, 'lrs', None),
                 'n_4bit': sum(type(m).__name__ == 'Linear4bit' for m in model.modules()),
-                'deepspeed_stage': ds.config['zero_optimization']['stage'] if ds else None}))
-    train(*parse_args(argv), callbacks=[Digest()])
+                'deepspeed_stage': ds.config['zero_optimization']['stage'] if ds else None,
+                'ds_gradient_clipping': ds.config.get('gradient_clipping') if ds else None, 'clip_grad': getattr(self, 'clip_grad', None)}))
+    if os.environ.get('LLAVA_TEST_VIA_CLI'):   # the console script's path, with the digest callback added to its train()
+        train = T.train
+        T.train = lambda *a, **k: train(*a, callbacks=[Digest()], **k)
+        T.train_cli(argv)
+    else: T.train(*T.parse_args(argv), callbacks=[Digest()])
 
 if __name__ == '__main__': _worker(sys.argv[1:])
