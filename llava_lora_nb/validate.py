@@ -44,19 +44,20 @@ def load_for_inference(model_path,          # merged checkpoint folder, or a LoR
 def _image(image, image_folder=None):
     "A PIL RGB image from a PIL image or a path (relative to `image_folder` if given)."
     from PIL import Image
-    if image is None or isinstance(image, Image.Image): return image.convert('RGB') if image is not None else None
+    from llava_lora_nb.data import to_rgb, open_image
+    if image is None or isinstance(image, Image.Image): return to_rgb(image) if image is not None else None
     p = Path(image_folder)/image if image_folder is not None else Path(image)
     if not p.exists(): raise FileNotFoundError(f"image {p} not found" + (f" (relative to image_folder {image_folder})" if image_folder else ''))
-    return Image.open(p).convert('RGB')
+    return open_image(p)
 
 def _record_image(image_folder, image):
     "The decoded RGB image of a record's `image`, with the training path's checks (`data.resolve_image_path`: no absolute paths, no `..`)."
     from PIL import Image
-    from llava_lora_nb.data import resolve_image_path, DataError
+    from llava_lora_nb.data import resolve_image_path, DataError, open_image
     p = resolve_image_path(image_folder, image)
     if not p.is_file(): raise DataError(f"image {p} not found (relative to image_folder {image_folder})")
     try:
-        with Image.open(p) as im: return im.convert('RGB')   # decodes the whole file: a truncated image fails here
+        return open_image(p)   # decodes the whole file (a truncated image fails here); 16-bit and palette images as in training
     except (OSError, Image.DecompressionBombError) as e: raise DataError(f"image {p} cannot be read ({e})") from None
 
 @torch.no_grad()
