@@ -335,6 +335,7 @@ def load_llava(model_name_or_path,             # Hub id or local folder: llava-h
                device_map=None,                # passed to `from_pretrained` (needed with quantization)
                vision_tower=None,              # original layout only: CLIP folder to take the tower from
                converted_dir=None,             # original layout only: where to keep the converted checkpoint
+               cache_dir=None,                 # Hub cache folder for a Hub id (`--cache_dir`); default: the HF cache
               ):
     "Load a LLaVA checkpoint (llava-hf or original layout, converted on the fly) as `(LlavaForConditionalGeneration, LlavaProcessor)`."
     from transformers import LlavaForConditionalGeneration, AutoProcessor
@@ -343,12 +344,12 @@ def load_llava(model_name_or_path,             # Hub id or local folder: llava-h
         out = Path(converted_dir) if converted_dir else _cache_dir_for(path)
         if not (out/'config.json').exists(): convert_original_llava(path, out, vision_tower=vision_tower)
         path = out
-    kw = {}
+    kw = {'cache_dir': cache_dir} if cache_dir is not None else {}
     if torch_dtype is not None: kw['dtype'] = torch_dtype
     if quantization_config is not None: kw['quantization_config'] = quantization_config
     if device_map is not None: kw['device_map'] = device_map
     model = LlavaForConditionalGeneration.from_pretrained(str(path), **kw)
-    processor = AutoProcessor.from_pretrained(str(path))
+    processor = AutoProcessor.from_pretrained(str(path), **({'cache_dir': cache_dir} if cache_dir is not None else {}))
     return model, processor
 
 # %% ../nbs/02_loading.ipynb #49d3d71d
@@ -370,7 +371,7 @@ def load_for_training(model_name_or_path,            # Hub id or local folder (l
                       torch_dtype:Optional[torch.dtype]=None,  # compute dtype (default: `compute_dtype()`)
                       gradient_checkpointing:bool=False,       # recompute activations in backward (saves memory)
                       device_map=None,               # default: the local GPU / CPU for bits 4/8, none for 16
-                      **kwargs):                     # passed to `load_llava` (e.g. `vision_tower`, `converted_dir`)
+                      **kwargs):                     # passed to `load_llava` (e.g. `vision_tower`, `converted_dir`, `cache_dir`)
     "Load a LLaVA checkpoint ready for LoRA training: quantized if asked, adapters injected, projector trainable."
     dtype = torch_dtype or compute_dtype()
     bnb = settings.to_bnb_config(dtype)
