@@ -516,7 +516,7 @@ def load_pretrain_mm_mlp_adapter(model, # the model (PEFT-wrapped or not)
                 p.copy_(mapped[k].to(p.dtype))
     return sorted(mapped)
 
-# %% ../nbs/03_train.ipynb #f079ce98
+# %% ../nbs/03_train.ipynb #ffe87786
 def _zero3(ds)->bool:
     cfg = _ds_dict(ds)
     return bool(cfg) and cfg.get('zero_optimization', {}).get('stage') == 3
@@ -547,7 +547,7 @@ def load_qlora_for_zero3(model_name_or_path, # checkpoint
     projector_of(model).requires_grad_(not settings.freeze_projector)
     return model, processor
 
-# %% ../nbs/03_train.ipynb #829d9a6d
+# %% ../nbs/03_train.ipynb #2e55baa4
 def _numel(p)->int:
     "Elements of parameter `p`: its ZeRO-3 size when partitioned, its unpacked size when 4-bit."
     if hasattr(p, 'ds_numel'): return p.ds_numel
@@ -580,7 +580,7 @@ def run_header(model, # the model about to train (PEFT-wrapped or not)
     ps = list(model.parameters())
     n_all, n_tr = sum(_numel(p) for p in ps), sum(_numel(p) for p in ps if p.requires_grad)
     lines = [f"trains: {what}", f"trainable parameters: {n_tr:,} of {n_all:,} ({100 * n_tr / max(n_all, 1):.2f}%)"]
-    dt = _compute_dtype(training_args)
+    dt = torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else torch.float32
     try:
         m = estimate_memory(config or model.config, settings, dtype=dt, batch_size=training_args.per_device_train_batch_size,
                             seq_len=training_args.model_max_length, gradient_checkpointing=bool(training_args.gradient_checkpointing))
@@ -617,7 +617,7 @@ def check_report_to(report_to): # `--report_to`: a name, a list of names, 'all' 
         if fn and hasattr(iu, fn) and not getattr(iu, fn)():
             raise ValueError(f"--report_to {n}: the {pkg} package is not installed; install it (pip install {pkg}) or pass --report_to none")
 
-# %% ../nbs/03_train.ipynb #ac68e97b
+# %% ../nbs/03_train.ipynb #a976e5b4
 def lora_settings_from_args(training_args:TrainingArguments, model_args:ModelArguments|None=None):
     "`loading.LoraSettings` from the parsed flags (original names)."
     from llava_lora_nb.loading import LoraSettings
