@@ -516,7 +516,7 @@ def load_pretrain_mm_mlp_adapter(model, # the model (PEFT-wrapped or not)
                 p.copy_(mapped[k].to(p.dtype))
     return sorted(mapped)
 
-# %% ../nbs/03_train.ipynb #ffe87786
+# %% ../nbs/03_train.ipynb #a92069b4
 def _zero3(ds)->bool:
     cfg = _ds_dict(ds)
     return bool(cfg) and cfg.get('zero_optimization', {}).get('stage') == 3
@@ -547,7 +547,7 @@ def load_qlora_for_zero3(model_name_or_path, # checkpoint
     projector_of(model).requires_grad_(not settings.freeze_projector)
     return model, processor
 
-# %% ../nbs/03_train.ipynb #2e55baa4
+# %% ../nbs/03_train.ipynb #07cef382
 def _numel(p)->int:
     "Elements of parameter `p`: its ZeRO-3 size when partitioned, its unpacked size when 4-bit."
     if hasattr(p, 'ds_numel'): return p.ds_numel
@@ -617,7 +617,7 @@ def check_report_to(report_to): # `--report_to`: a name, a list of names, 'all' 
         if fn and hasattr(iu, fn) and not getattr(iu, fn)():
             raise ValueError(f"--report_to {n}: the {pkg} package is not installed; install it (pip install {pkg}) or pass --report_to none")
 
-# %% ../nbs/03_train.ipynb #a976e5b4
+# %% ../nbs/03_train.ipynb #106d458b
 def lora_settings_from_args(training_args:TrainingArguments, model_args:ModelArguments|None=None):
     "`loading.LoraSettings` from the parsed flags (original names)."
     from llava_lora_nb.loading import LoraSettings
@@ -720,19 +720,24 @@ def train(model_args:ModelArguments, # model flags
         plt.close(plot_loss(trainer.state.log_history, out/'loss.png'))
     return out
 
-# %% ../nbs/03_train.ipynb #35bd1a98
+# %% ../nbs/03_train.ipynb #2fe643bc
 def load_trained(output_dir, # a training output folder or `checkpoint-N`
                  model_base=None, # the base checkpoint (default: `model_name_or_path` from `llava_lora_settings.json`)
                  torch_dtype=torch.float32):
-    "Load a training output for inspection: base `from_pretrained` + `PeftModel.from_pretrained` + `non_lora_trainables`."
+    "Load a training output for inspection: base `from_pretrained` + `PeftModel.from_pretrained` + `non_lora_trainables` (LoRA); the folder itself (full finetune); base + `mm_projector.bin` (projector only)."
     from transformers import LlavaForConditionalGeneration, AutoProcessor
     from peft import PeftModel
     output_dir = Path(output_dir)
     settings = json.loads((output_dir/SETTINGS_NAME).read_text()) if (output_dir/SETTINGS_NAME).exists() else {}
     base = model_base or settings.get('model_name_or_path')
+    if not (output_dir/'adapter_config.json').exists() and not (output_dir/MM_PROJECTOR_NAME).exists():   # a full finetune
+        model = LlavaForConditionalGeneration.from_pretrained(str(output_dir), dtype=torch_dtype)
+        return model.eval(), AutoProcessor.from_pretrained(str(output_dir))
     model = LlavaForConditionalGeneration.from_pretrained(base, dtype=torch_dtype)
-    model = PeftModel.from_pretrained(model, str(output_dir))
-    load_non_lora_trainables(model, output_dir)
+    if (output_dir/'adapter_config.json').exists():
+        model = PeftModel.from_pretrained(model, str(output_dir))
+        load_non_lora_trainables(model, output_dir)
+    else: load_pretrain_mm_mlp_adapter(model, output_dir/MM_PROJECTOR_NAME)   # a projector-only run
     return model.eval(), AutoProcessor.from_pretrained(str(output_dir))
 
 # %% ../nbs/03_train.ipynb #b02db516
