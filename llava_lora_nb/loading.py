@@ -336,6 +336,7 @@ def load_llava(model_name_or_path,             # Hub id or local folder: llava-h
                device_map=None,                # passed to `from_pretrained` (needed with quantization)
                vision_tower=None,              # original layout only: CLIP folder to take the tower from
                converted_dir=None,             # original layout only: where to keep the converted checkpoint
+               cache_dir=None,                 # Hub cache folder for a Hub id (`--cache_dir`); default: the HF cache
               ):
     "Load a LLaVA checkpoint (llava-hf or original layout, converted on the fly) as `(LlavaForConditionalGeneration, LlavaProcessor)`."
     from transformers import LlavaForConditionalGeneration, AutoProcessor
@@ -344,12 +345,12 @@ def load_llava(model_name_or_path,             # Hub id or local folder: llava-h
         out = Path(converted_dir) if converted_dir else _cache_dir_for(path)
         if not (out/'config.json').exists(): convert_original_llava(path, out, vision_tower=vision_tower)
         path = out
-    kw = {}
+    kw = {'cache_dir': cache_dir} if cache_dir is not None else {}
     if torch_dtype is not None: kw['dtype'] = torch_dtype
     if quantization_config is not None: kw['quantization_config'] = quantization_config
     if device_map is not None: kw['device_map'] = device_map
     model = LlavaForConditionalGeneration.from_pretrained(str(path), **kw)
-    processor = AutoProcessor.from_pretrained(str(path))
+    processor = AutoProcessor.from_pretrained(str(path), **({'cache_dir': cache_dir} if cache_dir is not None else {}))
     return model, processor
 
 # %% ../nbs/02_loading.ipynb #49d3d71d
@@ -371,7 +372,7 @@ def load_for_training(model_name_or_path,            # Hub id or local folder (l
                       torch_dtype:Optional[torch.dtype]=None,  # compute dtype (default: `compute_dtype()`)
                       gradient_checkpointing:bool=False,       # recompute activations in backward (saves memory)
                       device_map=None,               # default: the local GPU / CPU for bits 4/8, none for 16
-                      **kwargs):                     # passed to `load_llava` (e.g. `vision_tower`, `converted_dir`)
+                      **kwargs):                     # passed to `load_llava` (e.g. `vision_tower`, `converted_dir`, `cache_dir`)
     "Load a LLaVA checkpoint ready for LoRA training: quantized if asked, adapters injected, projector trainable."
     dtype = torch_dtype or compute_dtype()
     bnb = settings.to_bnb_config(dtype)
@@ -508,14 +509,14 @@ def memory_ratios(size:str='7b', batch_sizes=(0, 1, 2, 4, 8, 16, 32), seq_len:in
     return rows
 
 # %% ../nbs/02_loading.ipynb #c23e877e
-def _local_folder(model_name_or_path) -> Optional[Path]:
+def _local_folder(model_name_or_path, cache_dir=None) -> Optional[Path]:
     "A local folder holding `model_name_or_path`: the folder itself, or a Hub id's snapshot in the local HF cache; None if neither."
     p = Path(model_name_or_path).expanduser()
     if p.is_dir(): return p
     if p.exists(): return None
     try:
         from huggingface_hub import snapshot_download
-        return Path(snapshot_download(str(model_name_or_path), local_files_only=True))
+        return Path(snapshot_download(str(model_name_or_path), local_files_only=True, cache_dir=cache_dir))
     except Exception: return None
 
 _FLOAT_DTYPES = {'F64': torch.float64, 'F32': torch.float32, 'F16': torch.float16, 'BF16': torch.bfloat16}
@@ -533,9 +534,10 @@ def _safetensors_entries(f:Path) -> tuple[dict, int]:
 def base_fingerprint(model_name_or_path,   # local folder or Hub id (looked up in the local HF cache only)
                      n_samples:int=32,     # tensors whose bytes are sampled (spread over the sorted names, + the projector)
                      n_elems:int=64,       # elements read at the start, middle and end of each sampled tensor
+                     cache_dir=None,       # the HF cache a Hub id was downloaded to (`--cache_dir`), if not the default
                     ) -> Optional[dict]:
     "A cheap fingerprint of a checkpoint's weights (safetensors headers + sampled bytes), or None when it has no local safetensors."
-    folder = _local_folder(model_name_or_path)
+    folder = _local_folder(model_name_or_path, cache_dir)
     if folder is None: return None
     idx = folder/'model.safetensors.index.json'
     if idx.exists(): files = sorted(set(json.loads(idx.read_text())['weight_map'].values()))

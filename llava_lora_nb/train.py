@@ -11,14 +11,16 @@ import torch
 import transformers
 
 # %% auto #0
-__all__ = ['PROJECTOR_KEYS', 'LAUNCHER_ENV', 'NON_LORA_NAME', 'SETTINGS_NAME', 'split_to_even_chunks',
-           'get_length_grouped_indices', 'get_modality_length_grouped_indices', 'LengthGroupedSampler',
-           'is_projector_param', 'decay_parameter_names', 'llava_param_groups', 'deepspeed_config',
-           'check_deepspeed_config', 'describe_clipping', 'deepspeed_from_argv', 'single_process_env',
-           'non_lora_trainables', 'save_non_lora_trainables', 'read_non_lora_file', 'load_non_lora_trainables',
-           'LLaVATrainer', 'plot_loss', 'ModelArguments', 'DataArguments', 'TrainingArguments', 'check_architecture',
-           'load_pretrain_mm_mlp_adapter', 'check_zero3_quantization', 'load_qlora_for_zero3',
-           'upcast_trainable_non_lora', 'lora_settings_from_args', 'train', 'load_trained', 'parse_args', 'train_cli']
+__all__ = ['PROJECTOR_KEYS', 'LAUNCHER_ENV', 'NON_LORA_NAME', 'SETTINGS_NAME', 'MM_PROJECTOR_NAME', 'SAVING_SUFFIX',
+           'split_to_even_chunks', 'get_length_grouped_indices', 'get_modality_length_grouped_indices',
+           'LengthGroupedSampler', 'is_projector_param', 'decay_parameter_names', 'llava_param_groups',
+           'deepspeed_config', 'check_deepspeed_config', 'describe_clipping', 'deepspeed_from_argv',
+           'single_process_env', 'non_lora_trainables', 'save_non_lora_trainables', 'check_safetensors',
+           'read_non_lora_file', 'load_non_lora_trainables', 'projector_state_original', 'save_kind',
+           'checkpoint_problem', 'last_complete_checkpoint', 'LLaVATrainer', 'plot_loss', 'ModelArguments',
+           'DataArguments', 'TrainingArguments', 'check_architecture', 'load_pretrain_mm_mlp_adapter',
+           'check_zero3_quantization', 'load_qlora_for_zero3', 'upcast_trainable_non_lora', 'run_header',
+           'check_report_to', 'lora_settings_from_args', 'train', 'load_trained', 'parse_args', 'train_cli']
 
 # %% ../nbs/03_train.ipynb #c1008e2b
 def split_to_even_chunks(indices:list, # dataset indices of one megabatch, longest first
@@ -217,14 +219,29 @@ def save_non_lora_trainables(tensors:dict, folder):
     save_file(tensors, str(folder/f'{NON_LORA_NAME}.safetensors'), metadata={'format': 'pt'})
     torch.save(tensors, folder/f'{NON_LORA_NAME}.bin')
 
+def _unreadable(path, e:Exception)->ValueError:
+    "A one-line error naming the damaged weights file `path` and what to do."
+    why = (str(e).splitlines() or [type(e).__name__])[0]
+    return ValueError(f"{path} cannot be read ({why}): the file is truncated or damaged. Resume from an earlier checkpoint-N "
+                      "(delete this one), or copy the file again / retrain")
+
+def check_safetensors(path)->Path:
+    "Raise a one-line `ValueError` naming `path` if it is not a complete safetensors file (header and length are checked, cheaply)."
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), 'pt') as f: f.keys()
+    except Exception as e: raise _unreadable(path, e) from None
+    return Path(path)
+
 def read_non_lora_file(folder): # a training output folder or `checkpoint-N`
     "The tensors of `folder`'s `non_lora_trainables` (safetensors, else the `.bin` with `weights_only=True`), as saved; None if absent."
     from safetensors.torch import load_file
     folder = Path(folder)
     st, bn = folder/f'{NON_LORA_NAME}.safetensors', folder/f'{NON_LORA_NAME}.bin'
-    if st.exists(): return load_file(str(st))
-    if bn.exists(): return torch.load(bn, map_location='cpu', weights_only=True)
-    return None
+    f = st if st.exists() else bn if bn.exists() else None
+    if f is None: return None
+    try: return load_file(str(f)) if f == st else torch.load(f, map_location='cpu', weights_only=True)
+    except Exception as e: raise _unreadable(f, e) from None
 
 def load_non_lora_trainables(model, # the PEFT model (or any model whose names match)
                              folder): # a training output folder or `checkpoint-N`
@@ -239,7 +256,62 @@ def load_non_lora_trainables(model, # the PEFT model (or any model whose names m
         for k, v in sd.items(): params[k].copy_(v.to(params[k].dtype))
     return sorted(sd)
 
+# %% ../nbs/03_train.ipynb #5eb16ee2
+MM_PROJECTOR_NAME = 'mm_projector.bin'
+_TO_ORIGINAL = {'linear_1': '0', 'linear_2': '2'}
+
+def projector_state_original(model, # a LLaVA model (PEFT-wrapped or not)
+                             state_dict:dict|None=None, # gathered state dict (DeepSpeed); default: the model's parameters
+                            )->dict:
+    "The projector's tensors under the original LLaVA names (`model.mm_projector.0.weight`, ...), on CPU: an `mm_projector.bin`."
+    src = state_dict if state_dict is not None else dict(model.named_parameters())
+    out = {}
+    for k, v in src.items():
+        if 'multi_modal_projector.' not in k or 'original_module.' in k: continue
+        layer, rest = k.split('multi_modal_projector.')[-1].replace('modules_to_save.default.', '').split('.', 1)
+        out[f'model.mm_projector.{_TO_ORIGINAL.get(layer, layer)}.{rest}'] = v.detach().cpu().clone().contiguous()
+    return out
+
+def save_kind(model)->str:
+    "What a save of `model` holds: 'lora' (a PEFT model), 'projector' (only projector parameters train) or 'full'."
+    if hasattr(model, 'peft_config'): return 'lora'
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    return 'projector' if trainable and all(is_projector_param(n) for n in trainable) else 'full'
+
 # %% ../nbs/03_train.ipynb #eb8bf083
+SAVING_SUFFIX = '.saving'
+
+def _publish(src:Path, final:Path):
+    "Rename the finished folder `src` to `final` (replacing an older `final`), and remove its staging parent."
+    if final.exists():   # e.g. an incomplete checkpoint of the same step, skipped at resume
+        old = final.with_name(f'.{final.name}.old'); shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old); shutil.rmtree(old, ignore_errors=True)
+    os.replace(src, final)
+    shutil.rmtree(src.parent, ignore_errors=True)
+
+def checkpoint_problem(folder)->str|None:
+    "Why `folder` (a `checkpoint-N`) cannot be resumed from — no `trainer_state.json`, an empty file — or None when complete."
+    folder = Path(folder)
+    if not folder.is_dir(): return 'no such folder'
+    if not (folder/'trainer_state.json').is_file(): return 'no trainer_state.json'
+    empty = sorted(str(f.relative_to(folder)) for f in folder.rglob('*') if f.is_file() and f.stat().st_size == 0)
+    return f'{empty[0]} is empty' if empty else None
+
+def last_complete_checkpoint(output_dir, # a training output folder
+                             warn=None)->str|None: # called with a one-line warning per skipped checkpoint (default: stderr)
+    "The last complete `checkpoint-N` in `output_dir` (None if none); incomplete ones, newer, are skipped with a warning."
+    import re
+    d = Path(output_dir)
+    if not d.is_dir(): return None
+    warn = warn or (lambda m: print(m, file=sys.stderr))
+    found = sorted((int(m.group(1)), p) for p in d.iterdir() if p.is_dir() and (m := re.fullmatch(r'checkpoint-(\d+)', p.name)))
+    for _, p in reversed(found):
+        why = checkpoint_problem(p)
+        if why is None: return str(p)
+        warn(f"llava_lora_train: warning: skipping incomplete {p} ({why}: its save was interrupted); resuming from an earlier one")
+    return None
+
+# %% ../nbs/03_train.ipynb #e5120dca
 class LLaVATrainer(transformers.Trainer):
     "`transformers.Trainer` with LLaVA's modality-grouped sampler and projector LR, complete checkpoints and full resume."
     def __init__(self, *args, llava_settings:dict|None=None, **kwargs):
@@ -270,13 +342,19 @@ class LLaVATrainer(transformers.Trainer):
 
     def _save(self, output_dir=None, state_dict=None):
         output_dir = Path(output_dir if output_dir is not None else self.args.output_dir)
-        if not self.args.should_save: return super()._save(str(output_dir), state_dict=state_dict)
+        model = self.accelerator.unwrap_model(self.model)
+        kind = save_kind(model)
+        if not self.args.should_save: return None if kind == 'projector' else super()._save(str(output_dir), state_dict=state_dict)
         output_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f'.{output_dir.name}.saving-', dir=output_dir.parent))
         try:
-            super()._save(str(tmp), state_dict=state_dict)
-            model = self.accelerator.unwrap_model(self.model)
-            save_non_lora_trainables(non_lora_trainables(model, state_dict), tmp)
+            if kind == 'projector':   # as the original's pretraining stage: the projector alone (+ processor, args)
+                torch.save(projector_state_original(model, state_dict), tmp/MM_PROJECTOR_NAME)
+                if self.processing_class is not None: self.processing_class.save_pretrained(tmp)
+                torch.save(self.args, tmp/'training_args.bin')
+            else: super()._save(str(tmp), state_dict=state_dict)
+            # LoRA: the projector beside the adapter; a full finetune has it in model.safetensors already (written once)
+            if kind == 'lora': save_non_lora_trainables(non_lora_trainables(model, state_dict), tmp)
             base = model.get_base_model() if hasattr(model, 'get_base_model') else model
             base.config.save_pretrained(tmp)
             (tmp/SETTINGS_NAME).write_text(json.dumps(self.llava_settings, indent=1, default=str))
@@ -284,9 +362,43 @@ class LLaVATrainer(transformers.Trainer):
         finally: shutil.rmtree(tmp, ignore_errors=True)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        ck = Path(resume_from_checkpoint)
+        for f in sorted(ck.glob('*.safetensors')): check_safetensors(f)
         m = self.accelerator.unwrap_model(model if model is not None else self.model)
-        if (Path(resume_from_checkpoint)/f'{NON_LORA_NAME}.safetensors').exists(): load_non_lora_trainables(m, resume_from_checkpoint)
+        if save_kind(m) == 'projector' and (ck/MM_PROJECTOR_NAME).exists():
+            return load_pretrain_mm_mlp_adapter(m, ck/MM_PROJECTOR_NAME)   # everything else is the frozen base
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if (ck/f'{NON_LORA_NAME}.safetensors').exists(): load_non_lora_trainables(m, ck)
+
+    def _get_output_dir(self, trial):
+        return getattr(self, '_staging_dir', None) or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial, *args, **kwargs):
+        "The `Trainer`'s checkpoint, written in `.checkpoint-N.saving/` and renamed to `checkpoint-N` once every rank is done."
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+        run_dir = Path(super()._get_output_dir(trial))
+        name = f'{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}'
+        stage, final = run_dir/f'.{name}{SAVING_SUFFIX}', run_dir/name
+        if self.args.should_save and stage.exists(): shutil.rmtree(stage)   # left by a save that was killed
+        self.accelerator.wait_for_everyone()
+        self._staging_dir = str(stage)   # super() writes model, optimizer, DeepSpeed engine, RNG and state into stage/name
+        try: super()._save_checkpoint(model, trial, *args, **kwargs)      # (its rotation sees only stage: deletes nothing)
+        finally: self._staging_dir = None
+        bgs = getattr(self.state, 'best_global_step', None)
+        if bgs and ((run_dir/f'{PREFIX_CHECKPOINT_DIR}-{bgs}').exists() or bgs == self.state.global_step):
+            self.state.best_model_checkpoint = str(run_dir/f'{PREFIX_CHECKPOINT_DIR}-{bgs}')  # the final name, not the staging one
+        elif self.state.best_model_checkpoint and Path(self.state.best_model_checkpoint).parent == stage:
+            self.state.best_model_checkpoint = str(final)
+        self.accelerator.wait_for_everyone()   # every rank has written its part
+        if self.args.should_save:
+            if (stage/name/'trainer_state.json').exists(): self.state.save_to_json(str(stage/name/'trainer_state.json'))
+            _publish(stage/name, final)
+        self.accelerator.wait_for_everyone()
+        if not self.args.should_save and self.is_local_process_zero() and (stage/name).exists():
+            _publish(stage/name, final)   # a node without a shared file system: its own shards
+        if self.args.should_save:
+            rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
 
 # %% ../nbs/03_train.ipynb #0961c245
 def plot_loss(log_history:list, # `trainer.state.log_history`
@@ -311,7 +423,8 @@ class ModelArguments:
     model_name_or_path: str = field(default=None, metadata={'help': 'LLaVA checkpoint (llava-hf or original layout): local folder or Hub id'})
     version: str = field(default='vicuna_v1', metadata={'help': "conversation template: v1 / vicuna_v1, llava_v1, plain, llava_hf"})
     freeze_backbone: bool = field(default=False, metadata={'help': 'freeze the language model (LoRA weights still train)'})
-    tune_mm_mlp_adapter: bool = field(default=False, metadata={'help': 'train the projector only (LLaVA pretraining stage)'})
+    tune_mm_mlp_adapter: bool = field(default=False, metadata={'help': 'train the projector only (LLaVA pretraining stage): '
+                                     'writes mm_projector.bin (original key names) for --pretrain_mm_mlp_adapter of the next stage'})
     vision_tower: str|None = field(default=None, metadata={'help': 'checked against the checkpoint (e.g. openai/clip-vit-large-patch14-336)'})
     mm_vision_select_layer: int|None = field(default=None, metadata={'help': 'checked against vision_feature_layer'})
     pretrain_mm_mlp_adapter: str|None = field(default=None, metadata={'help': 'mm_projector.bin from LLaVA pretraining, loaded into the projector'})
@@ -325,8 +438,8 @@ class ModelArguments:
 class DataArguments:
     "Data flags of LLaVA's `train.py`."
     data_path: str = field(default=None, metadata={'help': 'LLaVA conversation JSON / JSONL'})
-    lazy_preprocess: bool = field(default=False, metadata={'help': 'accepted for compatibility: the dataset is always lazy'})
-    is_multimodal: bool = field(default=False, metadata={'help': 'accepted for compatibility: set from the data'})
+    lazy_preprocess: bool = field(default=False, metadata={'help': "accepted for compatibility with LLaVA's train.py; does nothing (the dataset is always lazy)"})
+    is_multimodal: bool = field(default=False, metadata={'help': "accepted for compatibility with LLaVA's train.py; does nothing (images are used when a record has one)"})
     image_folder: str|None = field(default=None, metadata={'help': 'folder the image paths in the JSON are relative to'})
     image_aspect_ratio: str = field(default='pad', metadata={'help': 'pad (LLaVA-1.5) or square'})
     data_cache_dir: str|None = field(default=None, metadata={'help': 'folder for the preprocessing cache: tokenized records and image crops '
@@ -335,25 +448,33 @@ class DataArguments:
 @dataclass
 class TrainingArguments(transformers.TrainingArguments):
     "`transformers.TrainingArguments` plus LLaVA's training flags (same names and defaults)."
-    cache_dir: str|None = field(default=None)
+    cache_dir: str|None = field(default=None, metadata={'help': "Hub cache folder for the model, processor and config "
+                                "(from_pretrained's cache_dir); default: the Hugging Face cache"})
     optim: str = field(default='adamw_torch_fused', metadata={'help': "transformers' default: AdamW as one fused kernel (LLaVA's "
                        "train.py used adamw_torch, the same update in a per-tensor loop, ~3x slower per optimizer step on CPU)"})
     remove_unused_columns: bool = field(default=False)
     freeze_mm_mlp_adapter: bool = field(default=False, metadata={'help': 'keep the projector frozen'})
-    mpt_attn_impl: str|None = field(default='triton', metadata={'help': 'accepted for compatibility (MPT only)'})
+    mpt_attn_impl: str|None = field(default='triton', metadata={'help': "accepted for compatibility with LLaVA's train.py; does nothing (MPT models only)"})
     model_max_length: int = field(default=512, metadata={'help': 'maximum sequence length, image tokens included'})
-    double_quant: bool = field(default=True, metadata={'help': 'QLoRA: double quantization'})
-    quant_type: str = field(default='nf4', metadata={'help': 'QLoRA: nf4 or fp4'})
-    bits: int = field(default=16, metadata={'help': '16, 8 or 4 (QLoRA)'})
-    lora_enable: bool = False
-    lora_r: int = 128      # LLaVA-1.5 recipe (the original train.py defaults to 64/16; its v1.5 scripts pass 128/256)
-    lora_alpha: int = 256
-    lora_dropout: float = 0.05
-    lora_weight_path: str = ''
-    lora_bias: str = 'none'
-    use_rslora: bool = False
-    use_dora: bool = False
-    mm_projector_lr: float|None = None
+    double_quant: bool = field(default=True, metadata={'help': 'QLoRA (--bits 4): quantize the quantization constants too (default True)'})
+    quant_type: str = field(default='nf4', metadata={'help': 'QLoRA (--bits 4): 4-bit data type, nf4 or fp4 (default nf4)'})
+    bits: int = field(default=16, metadata={'help': 'base model precision: 16 (no quantization), 8, or 4 = QLoRA; 4 and 8 need '
+                      '--lora_enable True (default 16)'})
+    lora_enable: bool = field(default=False, metadata={'help': 'train LoRA adapters (and the projector). Without it the WHOLE '
+                              'language model is finetuned, as in the original (default False)'})
+    # LLaVA-1.5 recipe: the original train.py defaults to r=64, alpha=16; its v1.5 scripts pass 128/256
+    lora_r: int = field(default=128, metadata={'help': "LoRA rank (default 128, the v1.5 scripts' value; the original "
+                        "train.py's own default is 64)"})
+    lora_alpha: int = field(default=256, metadata={'help': "LoRA alpha: the update is scaled by alpha/r (default 256, the v1.5 "
+                            "scripts' value; the original train.py's own default is 16)"})
+    lora_dropout: float = field(default=0.05, metadata={'help': 'dropout on the input of each LoRA adapter (default 0.05)'})
+    lora_weight_path: str = field(default='', metadata={'help': "accepted for compatibility with LLaVA's train.py, which "
+                                  "declares but never reads it; does nothing (to continue training, use --resume_from_checkpoint)"})
+    lora_bias: str = field(default='none', metadata={'help': 'which biases train with LoRA: none, all or lora_only (default none)'})
+    use_rslora: bool = field(default=False, metadata={'help': 'rsLoRA: scale the update by alpha/sqrt(r) instead of alpha/r (default False)'})
+    use_dora: bool = field(default=False, metadata={'help': 'DoRA: weight-decomposed LoRA (default False)'})
+    mm_projector_lr: float|None = field(default=None, metadata={'help': 'learning rate of the projector (default: '
+                                        '--learning_rate; the v1.5 LoRA recipe passes 2e-5)'})
     group_by_modality_length: bool = field(default=False, metadata={'help': 'keep image and text-only records in separate steps'})
     evaluation_strategy: str|None = field(default=None, metadata={'help': 'old name of --eval_strategy'})
     warmup_ratio: float|None = field(default=None, metadata={'help': 'old name of a fractional --warmup_steps (share of the total steps)'})
@@ -452,7 +573,7 @@ def load_pretrain_mm_mlp_adapter(model, # the model (PEFT-wrapped or not)
                 p.copy_(mapped[k].to(p.dtype))
     return sorted(mapped)
 
-# %% ../nbs/03_train.ipynb #5eb16ee2
+# %% ../nbs/03_train.ipynb #a92069b4
 def _zero3(ds)->bool:
     cfg = _ds_dict(ds)
     return bool(cfg) and cfg.get('zero_optimization', {}).get('stage') == 3
@@ -467,14 +588,15 @@ def check_zero3_quantization(model, ds):
 def load_qlora_for_zero3(model_name_or_path, # checkpoint
                          settings, # `LoraSettings` with bits=4
                          torch_dtype=torch.float32, # compute dtype = 4-bit storage dtype
-                         gradient_checkpointing:bool=False):
+                         gradient_checkpointing:bool=False,
+                         cache_dir=None): # `--cache_dir`
     "`load_for_training` for QLoRA under ZeRO-3: 4-bit weights stored in `torch_dtype`, no device map."
     from peft import prepare_model_for_kbit_training, get_peft_model
     from llava_lora_nb.loading import load_llava, projector_of
     if settings.bits != 4: raise ValueError(f"--bits {settings.bits} cannot be used with ZeRO-3: use --bits 4 (QLoRA) or the zero2 config")
     bnb = settings.to_bnb_config(torch_dtype)
     bnb.bnb_4bit_quant_storage = torch_dtype
-    model, processor = load_llava(model_name_or_path, torch_dtype=torch_dtype, quantization_config=bnb, device_map=None)
+    model, processor = load_llava(model_name_or_path, torch_dtype=torch_dtype, quantization_config=bnb, device_map=None, cache_dir=cache_dir)
     model.config.use_cache = False
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
                                             gradient_checkpointing_kwargs={'use_reentrant': False})
@@ -500,7 +622,68 @@ def upcast_trainable_non_lora(model)->list: # the model being trained (PEFT-wrap
         proj.register_forward_pre_hook(_input_to_weight_dtype); proj._llava_input_cast = True
     return names
 
-# %% ../nbs/03_train.ipynb #e5120dca
+# %% ../nbs/03_train.ipynb #07cef382
+def _numel(p)->int:
+    "Elements of parameter `p`: its ZeRO-3 size when partitioned, its unpacked size when 4-bit."
+    if hasattr(p, 'ds_numel'): return p.ds_numel
+    qs = getattr(p, 'quant_state', None)
+    return math.prod(qs.shape) if qs is not None and hasattr(qs, 'shape') else p.numel()
+
+def run_header(model, # the model about to train (PEFT-wrapped or not)
+               settings, # `loading.LoraSettings` from the flags
+               training_args, # `TrainingArguments`
+               config=None, # the checkpoint's config for the memory estimate (default: the model's)
+              )->list[str]:
+    "The run's first lines: what trains, how many parameters of how many, the memory estimate, the LoRA settings, the clipping."
+    from llava_lora_nb.loading import estimate_memory
+    kind, lora = settings.method, settings.method in ('lora', 'qlora')
+    proj = 'projector frozen' if settings.freeze_projector else 'the projector'
+    what = {'lora': f'LoRA adapters on the language model + {proj}',
+            'qlora': f'QLoRA: LoRA adapters on the {settings.bits}-bit language model + {proj}',
+            'full': 'the FULL model: language model + projector, vision tower frozen (no --lora_enable, as the original '
+                    'train.py; pass --lora_enable True for LoRA). Each save holds the whole model once (model.safetensors)',
+            'projector': 'the projector only (--tune_mm_mlp_adapter; saves mm_projector.bin)'}[kind]
+    ps = list(model.parameters())
+    n_all, n_tr = sum(_numel(p) for p in ps), sum(_numel(p) for p in ps if p.requires_grad)
+    lines = [f"trains: {what}", f"trainable parameters: {n_tr:,} of {n_all:,} ({100 * n_tr / max(n_all, 1):.2f}%)"]
+    dt = torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else torch.float32
+    try:
+        m = estimate_memory(config or model.config, settings, dtype=dt, batch_size=training_args.per_device_train_batch_size,
+                            seq_len=training_args.model_max_length, gradient_checkpointing=bool(training_args.gradient_checkpointing))
+        gb = lambda k: f"{m[k] / 2**30:.1f} GiB" if m['total'] >= 2**30 else f"{m[k] / 2**20:.1f} MiB"
+        lines.append(f"memory estimate: {gb('total')} per process without ZeRO partitioning (weights {gb('weights')}, "
+                     f"gradients {gb('gradients')}, optimizer {gb('optimizer')}, activations {gb('activations')})")
+    except Exception as e: lines.append(f"memory estimate: not available ({e})")
+    plr = training_args.mm_projector_lr if training_args.mm_projector_lr is not None else f'{training_args.learning_rate} (= --learning_rate)'
+    if lora:
+        pc = getattr(model, 'peft_config', {}).get('default')
+        t = getattr(pc, 'target_modules', None)
+        targets = t if isinstance(t, str) else sorted(t) if t else '?'
+        scale = f"alpha/sqrt(r) = {settings.lora_alpha / math.sqrt(settings.lora_r):g}" if settings.use_rslora else f"alpha/r = {settings.lora_alpha / settings.lora_r:g}"
+        lines.append(f"LoRA: r={settings.lora_r}, alpha={settings.lora_alpha} ({scale}), dropout={settings.lora_dropout}, bits={settings.bits}, "
+                     f"bias={settings.lora_bias}{', DoRA' if settings.use_dora else ''}, targets={targets}; projector lr {plr} "
+                     "(defaults: the v1.5 recipe's r=128, alpha=256; the original train.py's are r=64, alpha=16)")
+    else: lines.append(f"LoRA: none; projector lr {plr}")
+    lines.append(describe_clipping(training_args))
+    return lines
+
+_REPORTERS = {'wandb': ('wandb', 'is_wandb_available'), 'tensorboard': ('tensorboard', 'is_tensorboard_available'),
+              'comet_ml': ('comet_ml', 'is_comet_available'), 'mlflow': ('mlflow', 'is_mlflow_available'),
+              'neptune': ('neptune', 'is_neptune_available'), 'clearml': ('clearml', 'is_clearml_available'),
+              'dvclive': ('dvclive', 'is_dvclive_available'), 'azure_ml': ('azureml-core', 'is_azureml_available'),
+              'codecarbon': ('codecarbon', 'is_codecarbon_available'), 'dagshub': ('dagshub', 'is_dagshub_available'),
+              'swanlab': ('swanlab', 'is_swanlab_available'), 'trackio': ('trackio', 'is_trackio_available'),
+              'flyte': ('flytekit', 'is_flytekit_available')}
+
+def check_report_to(report_to): # `--report_to`: a name, a list of names, 'all' or 'none'
+    "Refuse, in one line, a `--report_to` integration whose package is not installed (instead of a traceback at the trainer's start)."
+    from transformers.integrations import integration_utils as iu
+    for n in [report_to] if isinstance(report_to, str) else list(report_to or []):
+        pkg, fn = _REPORTERS.get(n, (None, None))
+        if fn and hasattr(iu, fn) and not getattr(iu, fn)():
+            raise ValueError(f"--report_to {n}: the {pkg} package is not installed; install it (pip install {pkg}) or pass --report_to none")
+
+# %% ../nbs/03_train.ipynb #106d458b
 def lora_settings_from_args(training_args:TrainingArguments, model_args:ModelArguments|None=None):
     "`loading.LoraSettings` from the parsed flags (original names)."
     from llava_lora_nb.loading import LoraSettings
@@ -515,8 +698,30 @@ def _compute_dtype(training_args):
     return torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else torch.float32
 
 def _last_checkpoint(output_dir):
-    from transformers.trainer_utils import get_last_checkpoint
-    return get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+    return last_complete_checkpoint(output_dir)
+
+def _resume_point(training_args)->str|None:
+    "The checkpoint to resume from: the last complete one by default and for `True`, or the one given (if complete)."
+    resume, out = training_args.resume_from_checkpoint, training_args.output_dir
+    if resume in (None, '', 'False', 'false'): return _last_checkpoint(out)
+    if resume in (True, 'True', 'true', 'last'):
+        ck = _last_checkpoint(out)
+        if ck is None: raise ValueError(f"--resume_from_checkpoint True: {out} has no complete checkpoint-N; drop the flag to start afresh")
+        return ck
+    why = checkpoint_problem(resume)
+    if why: raise ValueError(f"--resume_from_checkpoint {resume}: {why}; pass a complete checkpoint-N, or True for the last complete one")
+    return str(resume)
+
+def _check_start(model_args, training_args):
+    "Checks that need no model: the output folder, the reporting integrations, the model path (its config, read once)."
+    out = Path(training_args.output_dir)
+    if out.exists() and not out.is_dir(): raise ValueError(f"--output_dir {out} is a file, not a folder: pass a folder (created if missing)")
+    check_report_to(training_args.report_to)
+    try: return transformers.AutoConfig.from_pretrained(model_args.model_name_or_path, cache_dir=training_args.cache_dir)
+    except OSError:
+        where = f" (nor in --cache_dir {training_args.cache_dir})" if training_args.cache_dir else ''
+        raise ValueError(f"--model_name_or_path {model_args.model_name_or_path}: no such folder, and no Hub model of that name is "
+                         f"available{where}: check the path, or the Hub id and your network / cache") from None
 
 def train(model_args:ModelArguments, # model flags
           data_args:DataArguments, # data flags
@@ -525,27 +730,27 @@ def train(model_args:ModelArguments, # model flags
           verbose:bool=True)->Path: # print the data report and notes
     "Train LoRA/QLoRA adapters (and the projector) of a LLaVA checkpoint on LLaVA conversation data; returns the output folder."
     from llava_lora_nb.data import validate_or_raise, LazySupervisedDataset, DataCollatorForSupervisedDataset
-    from llava_lora_nb.loading import load_for_training
+    from llava_lora_nb.loading import load_for_training, base_fingerprint
     say = print if verbose else (lambda *a, **k: None)
     if (note := single_process_env(training_args.deepspeed)): say(note)   # notebook users: call it before building TrainingArguments
     if not model_args.model_name_or_path: raise ValueError("--model_name_or_path is required")
     if not data_args.data_path: raise ValueError("--data_path is required")
+    config = _check_start(model_args, training_args)
+    if training_args.lora_weight_path: say(f"llava_lora_train: note: --lora_weight_path {training_args.lora_weight_path} is ignored (as by the original train.py)")
     # 1. the data, before anything expensive (refuses to start on errors, listing them)
-    try: processor = transformers.AutoProcessor.from_pretrained(model_args.model_name_or_path)
+    try: processor = transformers.AutoProcessor.from_pretrained(model_args.model_name_or_path, cache_dir=training_args.cache_dir)
     except Exception: processor = None
     report = validate_or_raise(data_args.data_path, data_args.image_folder, processor, training_args.model_max_length, model_args.version)
     say(f"llava_lora_train: data OK: {report.summary}")
     # 2. architecture flags, the DeepSpeed config
-    config = transformers.AutoConfig.from_pretrained(model_args.model_name_or_path)
     for n in check_architecture(model_args, config): say(f"llava_lora_train: note: {n}")
     check_deepspeed_config(training_args.deepspeed, training_args.learning_rate, training_args.mm_projector_lr)
-    say(f"llava_lora_train: {describe_clipping(training_args)}")
     # 3. the model
     settings = lora_settings_from_args(training_args, model_args)
     transformers.set_seed(training_args.seed)   # LoRA's random init draws from the global RNG: seed it before building
     load = load_qlora_for_zero3 if settings.bits != 16 and _zero3(training_args.deepspeed) else load_for_training
     model, processor = load(model_args.model_name_or_path, settings, torch_dtype=_compute_dtype(training_args),
-                            gradient_checkpointing=training_args.gradient_checkpointing)
+                            gradient_checkpointing=training_args.gradient_checkpointing, cache_dir=training_args.cache_dir)
     check_zero3_quantization(model, training_args.deepspeed)
     model.config.use_cache = False
     if model_args.pretrain_mm_mlp_adapter: load_pretrain_mm_mlp_adapter(model, model_args.pretrain_mm_mlp_adapter)
@@ -563,14 +768,18 @@ def train(model_args:ModelArguments, # model flags
                                                 tok.convert_tokens_to_ids(getattr(processor, 'image_token', '<image>')))
     llava_settings = {'model_name_or_path': model_args.model_name_or_path, 'version': model_args.version,
                       'image_aspect_ratio': data_args.image_aspect_ratio, 'model_max_length': training_args.model_max_length,
-                      'lora': dataclasses.asdict(settings)}
+                      'lora': dataclasses.asdict(settings), 'trained': settings.method,
+                      'base_fingerprint': base_fingerprint(model_args.model_name_or_path, cache_dir=training_args.cache_dir)}
+    for line in run_header(model, settings, training_args, config): say(f"llava_lora_train: {line}")
     # 5. train (resuming like the original when checkpoints exist)
     trainer = LLaVATrainer(model=model, args=training_args, train_dataset=dataset, data_collator=collator,
                            processing_class=processor, callbacks=callbacks, llava_settings=llava_settings)
-    resume = training_args.resume_from_checkpoint
-    if resume in (None, '', 'False', 'false'): resume = _last_checkpoint(training_args.output_dir)
-    elif resume in ('True', 'true', 'last'): resume = True
-    if resume: say(f"llava_lora_train: resuming from {resume}")
+    if training_args.should_save:   # staging folders of saves that were killed: never checkpoints, only disk space
+        for p in Path(training_args.output_dir).glob(f'.checkpoint-*{SAVING_SUFFIX}'): shutil.rmtree(p, ignore_errors=True)
+    resume = _resume_point(training_args)
+    if resume:
+        for f in sorted(Path(resume).glob('*.safetensors')): check_safetensors(f)
+        say(f"llava_lora_train: resuming from {resume}")
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_state()
     out = Path(training_args.output_dir)
@@ -580,19 +789,24 @@ def train(model_args:ModelArguments, # model flags
         plt.close(plot_loss(trainer.state.log_history, out/'loss.png'))
     return out
 
-# %% ../nbs/03_train.ipynb #35bd1a98
+# %% ../nbs/03_train.ipynb #2fe643bc
 def load_trained(output_dir, # a training output folder or `checkpoint-N`
                  model_base=None, # the base checkpoint (default: `model_name_or_path` from `llava_lora_settings.json`)
                  torch_dtype=torch.float32):
-    "Load a training output for inspection: base `from_pretrained` + `PeftModel.from_pretrained` + `non_lora_trainables`."
+    "Load a training output for inspection: base `from_pretrained` + `PeftModel.from_pretrained` + `non_lora_trainables` (LoRA); the folder itself (full finetune); base + `mm_projector.bin` (projector only)."
     from transformers import LlavaForConditionalGeneration, AutoProcessor
     from peft import PeftModel
     output_dir = Path(output_dir)
     settings = json.loads((output_dir/SETTINGS_NAME).read_text()) if (output_dir/SETTINGS_NAME).exists() else {}
     base = model_base or settings.get('model_name_or_path')
+    if not (output_dir/'adapter_config.json').exists() and not (output_dir/MM_PROJECTOR_NAME).exists():   # a full finetune
+        model = LlavaForConditionalGeneration.from_pretrained(str(output_dir), dtype=torch_dtype)
+        return model.eval(), AutoProcessor.from_pretrained(str(output_dir))
     model = LlavaForConditionalGeneration.from_pretrained(base, dtype=torch_dtype)
-    model = PeftModel.from_pretrained(model, str(output_dir))
-    load_non_lora_trainables(model, output_dir)
+    if (output_dir/'adapter_config.json').exists():
+        model = PeftModel.from_pretrained(model, str(output_dir))
+        load_non_lora_trainables(model, output_dir)
+    else: load_pretrain_mm_mlp_adapter(model, output_dir/MM_PROJECTOR_NAME)   # a projector-only run
     return model.eval(), AutoProcessor.from_pretrained(str(output_dir))
 
 # %% ../nbs/03_train.ipynb #b02db516

@@ -33,6 +33,14 @@ def test_train_cli_original_flags(tmp_path, tiny_ckpt, shapes):
     assert (out/'loss.png').stat().st_size > 1000
     s = json.loads((out/'llava_lora_settings.json').read_text())
     assert s['version'] == 'v1' and s['lora']['lora_r'] == 8 and s['model_name_or_path'] == str(tiny_ckpt)
+    # issue 13 item 4: the run records its base, and a merge onto another base of the same shapes is refused
+    from llava_lora_nb.loading import base_fingerprint
+    from llava_lora_nb.testing import save_tiny_checkpoint
+    assert s['base_fingerprint'] == base_fingerprint(tiny_ckpt)
+    other = save_tiny_checkpoint(tmp_path/'other-seed', seed=1)
+    r = run_cli('llava_lora_merge', '--model-path', out, '--model-base', other, '--save-model-path', tmp_path/'merged', '--streaming')
+    assert r.returncode == 2 and '--allow-other-base' in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path/'merged').exists()
 
 def test_train_cli_refuses_bad_data(tmp_path, tiny_ckpt, shapes):
     _, _, folder = shapes
@@ -92,3 +100,61 @@ def test_train_cli_data_cache_trains_identically(tmp_path, tiny_ckpt, shapes):
     again, r = train('again', '--data_cache_dir', cache)
     assert again == plain and (cache/'images.npy').stat().st_mtime_ns == built_at   # reused, not rebuilt
     assert 'rebuilding' not in r.stderr
+
+def _hub_cache(cache, ckpt, repo='tiny-org/tiny-llava'):
+    "A Hugging Face hub cache holding `ckpt` as `repo` (the layout from_pretrained resolves offline)."
+    import shutil
+    d = Path(cache)/f"models--{repo.replace('/', '--')}"
+    shutil.copytree(ckpt, d/'snapshots'/('0' * 40))
+    (d/'refs').mkdir(); (d/'refs'/'main').write_text('0' * 40)
+    return repo
+
+def test_train_cli_cache_dir_and_lora_header(tmp_path, tiny_ckpt, shapes):
+    "--cache_dir reaches from_pretrained (a Hub id resolved offline from it); the first lines print the LoRA settings in force."
+    data, _, folder = shapes
+    repo = _hub_cache(tmp_path/'hub', tiny_ckpt)
+    common = ['--model_name_or_path', repo, '--data_path', data, '--image_folder', folder, '--version', 'v1',
+              '--report_to', 'none', '--max_steps', '1', '--save_strategy', 'no', '--per_device_train_batch_size', '2']
+    r = run_cli('llava_lora_train', *common, '--output_dir', tmp_path/'out', '--cache_dir', tmp_path/'hub', '--lora_enable', 'True',
+                '--lora_r', '8', '--lora_alpha', '16', '--lora_dropout', '0.1', '--mm_projector_lr', '1e-3', '--lora_weight_path', 'old/x.bin')
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'llava_lora_train: trains: LoRA adapters on the language model + the projector' in r.stdout, r.stdout
+    assert 'LoRA: r=8, alpha=16 (alpha/r = 2), dropout=0.1, bits=16, bias=none, targets=' in r.stdout, r.stdout
+    assert 'q_proj' in r.stdout and 'projector lr 0.001' in r.stdout and 'the original train.py\'s are r=64, alpha=16' in r.stdout
+    assert 'note: --lora_weight_path old/x.bin is ignored' in r.stdout
+    assert json.loads((tmp_path/'out'/'llava_lora_settings.json').read_text())['model_name_or_path'] == repo
+    # without --cache_dir the id is not found: one line naming it, exit 2
+    r = run_cli('llava_lora_train', *common, '--output_dir', tmp_path/'out2')
+    assert r.returncode == 2 and f'--model_name_or_path {repo}: no such folder' in r.stderr and 'Traceback' not in r.stderr, r.stderr[-3000:]
+
+def test_train_cli_one_line_errors(tmp_path, tiny_ckpt, shapes):
+    "A nonexistent model folder, an --output_dir that is a file, --report_to wandb without wandb: one line naming it, exit 2."
+    import importlib.util
+    data, _, folder = shapes
+    common = ['--data_path', data, '--image_folder', folder, '--max_steps', '1']
+    cases = [(['--model_name_or_path', tmp_path/'no-such-model', '--output_dir', tmp_path/'o', '--report_to', 'none'],
+              f'--model_name_or_path {tmp_path/"no-such-model"}'),
+             (['--model_name_or_path', tiny_ckpt, '--output_dir', data, '--report_to', 'none'], f'--output_dir {data} is a file')]
+    if importlib.util.find_spec('wandb') is None:
+        cases.append((['--model_name_or_path', tiny_ckpt, '--output_dir', tmp_path/'o', '--report_to', 'wandb'],
+                      'the wandb package is not installed; install it (pip install wandb) or pass --report_to none'))
+    for args, want in cases:
+        r = run_cli('llava_lora_train', *args, *common)
+        assert r.returncode == 2 and want in r.stderr and 'Traceback' not in r.stderr, (args, r.stderr[-3000:])
+
+def test_train_cli_truncated_weights_on_resume(tmp_path, tiny_ckpt, shapes):
+    "A truncated adapter_model / non_lora_trainables safetensors in the checkpoint resumed from: one line naming the file, exit 2."
+    import shutil
+    data, _, folder = shapes
+    out = tmp_path/'out'
+    args = ['--model_name_or_path', tiny_ckpt, '--data_path', data, '--image_folder', folder, '--output_dir', out, '--version', 'v1',
+            '--lora_enable', 'True', '--lora_r', '4', '--report_to', 'none', '--per_device_train_batch_size', '2', '--save_steps', '1']
+    r = run_cli('llava_lora_train', *args, '--max_steps', '1')
+    assert r.returncode == 0, r.stderr[-3000:]
+    ck = out/'checkpoint-1'
+    for name in ('adapter_model.safetensors', 'non_lora_trainables.safetensors'):
+        f = ck/name
+        keep = f.read_bytes(); f.write_bytes(keep[:len(keep) // 2])
+        r = run_cli('llava_lora_train', *args, '--max_steps', '2')
+        assert r.returncode == 2 and f'{f} cannot be read' in r.stderr and 'Traceback' not in r.stderr, r.stderr[-3000:]
+        f.write_bytes(keep)

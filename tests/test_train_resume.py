@@ -5,13 +5,15 @@ import pytest, torch, transformers
 from llava_lora_nb.train import parse_args, train, load_trained, LLaVATrainer, is_projector_param, NON_LORA_NAME
 from safetensors.torch import load_file
 
-def _args(ckpt, data, folder, out, *extra):
-    return parse_args(['--model_name_or_path', str(ckpt), '--data_path', str(data), '--image_folder', str(folder),
+def _argv(ckpt, data, folder, out, *extra):
+    return ['--model_name_or_path', str(ckpt), '--data_path', str(data), '--image_folder', str(folder),
                        '--version', 'v1', '--lora_enable', 'True', '--lora_r', '8', '--lora_alpha', '16', '--lora_dropout', '0.1',
                        '--learning_rate', '3e-3', '--mm_projector_lr', '1e-3', '--group_by_modality_length', 'True',
                        '--per_device_train_batch_size', '4', '--max_steps', '8', '--save_steps', '4', '--logging_steps', '1',
                        '--lr_scheduler_type', 'cosine', '--warmup_steps', '2', '--model_max_length', '256',
-                       '--output_dir', str(out), '--report_to', 'none', '--seed', '7', '--disable_tqdm', 'True', *extra])
+                       '--output_dir', str(out), '--report_to', 'none', '--seed', '7', '--disable_tqdm', 'True', *extra]
+
+def _args(ckpt, data, folder, out, *extra): return parse_args(_argv(ckpt, data, folder, out, *extra))
 
 class Interrupt(Exception): pass
 
@@ -88,4 +90,75 @@ def test_interrupt_and_resume_matches(full_run, tmp_path, tiny_ckpt, shapes):
     assert state['global_step'] == 8
     ref, got = _trained(full_run[0]), _trained(out)
     assert ref.keys() == got.keys()
+    for k in ref: torch.testing.assert_close(got[k], ref[k], rtol=0, atol=1e-6, msg=k)
+
+# --- a kill -9 during a checkpoint save (issue 13, item 7) -----------------------------------------------------------
+# The child trains the same run and SIGKILLs itself at one moment of the save of checkpoint-8 (fault injection by
+# wrapping the function that runs at that moment); the parent then resumes in-process and must end where the
+# uninterrupted run ended. Before the fix, each of these left a `checkpoint-8` that every resume picked and failed on.
+KILL_CHILD = r'''
+import json, os, signal, sys
+import transformers
+from llava_lora_nb import train as T
+argv, moment = json.loads(sys.argv[1]), sys.argv[2]
+def die(): os.kill(os.getpid(), signal.SIGKILL)
+def at_step8(f, before=None):
+    def g(self, *a, **k):
+        if self.state.global_step == 8:
+            if before: before(*a)
+            die()
+        return f(self, *a, **k)
+    return g
+if moment == 'before_optimizer':   # the model files are written, the optimizer not yet
+    T.LLaVATrainer._save_optimizer_and_scheduler = at_step8(transformers.Trainer._save_optimizer_and_scheduler)
+elif moment == 'optimizer_empty':  # killed while writing optimizer.pt: a 0-byte file, no trainer_state.json
+    T.LLaVATrainer._save_optimizer_and_scheduler = at_step8(transformers.Trainer._save_optimizer_and_scheduler,
+                                                           before=lambda d: open(os.path.join(d, 'optimizer.pt'), 'wb').close())
+elif moment == 'before_state':     # everything but trainer_state.json
+    orig = transformers.TrainerState.save_to_json
+    def save_to_json(self, path):
+        if self.global_step == 8: die()
+        return orig(self, path)
+    transformers.TrainerState.save_to_json = save_to_json
+elif moment == 'before_rename':    # complete, not yet renamed
+    orig_pub = T._publish
+    def _publish(src, final):
+        if final.name == 'checkpoint-8': die()
+        return orig_pub(src, final)
+    T._publish = _publish
+T.train(*T.parse_args(argv), verbose=False)
+'''
+
+@pytest.mark.parametrize('moment', ['optimizer_empty', 'before_state', 'before_rename'])
+def test_kill_during_checkpoint_save_resumes(full_run, tmp_path, tiny_ckpt, shapes, moment, capfd):
+    import subprocess, sys
+    data, _, folder = shapes
+    out = tmp_path/'out'
+    r = subprocess.run([sys.executable, '-c', KILL_CHILD, json.dumps(_argv(tiny_ckpt, data, folder, out)), moment],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == -9, r.stderr[-3000:]                        # killed mid-save
+    assert (out/'checkpoint-4'/'trainer_state.json').exists()
+    assert not (out/'checkpoint-8').exists()                           # never a half-written checkpoint-N
+    assert list(out.glob('.checkpoint-8*'))                            # only a staging folder
+    resume = ('--resume_from_checkpoint', 'True') if moment == 'before_state' else ()
+    train(*_args(tiny_ckpt, data, folder, out, *resume), verbose=False)  # resumes from checkpoint-4
+    assert json.loads((out/'trainer_state.json').read_text())['global_step'] == 8
+    assert not list(out.glob('.checkpoint-*')) and (out/'checkpoint-8'/'trainer_state.json').exists()
+    ref, got = _trained(full_run[0]), _trained(out)
+    for k in ref: torch.testing.assert_close(got[k], ref[k], rtol=0, atol=1e-6, msg=k)
+
+def test_resume_skips_incomplete_checkpoints(full_run, tmp_path, tiny_ckpt, shapes, capfd):
+    "On-disk states an interrupted save of an older version leaves: an empty checkpoint folder, a 0-byte optimizer.pt."
+    import shutil
+    data, _, folder = shapes
+    out = tmp_path/'out'
+    shutil.copytree(full_run[0]/'checkpoint-4', out/'checkpoint-4')
+    (out/'checkpoint-8').mkdir()                                       # killed right after mkdir
+    shutil.copytree(full_run[0]/'checkpoint-4', out/'checkpoint-6')    # killed while writing the optimizer
+    (out/'checkpoint-6'/'optimizer.pt').write_bytes(b''); (out/'checkpoint-6'/'trainer_state.json').unlink()
+    train(*_args(tiny_ckpt, data, folder, out, '--save_total_limit', '1'), verbose=False)
+    err = capfd.readouterr().err
+    assert f'skipping incomplete {out/"checkpoint-8"} (no trainer_state.json' in err and f'{out/"checkpoint-6"}' in err
+    assert sorted(p.name for p in out.iterdir() if 'checkpoint' in p.name) == ['checkpoint-8']   # rotation still works
+    ref, got = _trained(full_run[0]), _trained(out)
     for k in ref: torch.testing.assert_close(got[k], ref[k], rtol=0, atol=1e-6, msg=k)
