@@ -13,9 +13,9 @@ from .targets import lora_target_modules, lm_linear_paths, trainable_report, par
 
 # %% auto #0
 __all__ = ['KNOWN_CLIP', 'GB', 'LoraSettings', 'compute_dtype', 'is_original_llava', 'save_tiny_original_checkpoint',
-           'convert_original_llava', 'load_llava', 'projector_of', 'vision_tower_of', 'load_for_training',
-           'estimate_memory', 'llava15_config', 'memory_table', 'plot_memory', 'memory_ratios', 'base_fingerprint',
-           'same_base']
+           'convert_original_llava', 'llava_hf_folder', 'load_llava', 'projector_of', 'vision_tower_of',
+           'load_for_training', 'estimate_memory', 'llava15_config', 'memory_table', 'plot_memory', 'memory_ratios',
+           'base_fingerprint', 'same_base']
 
 # %% ../nbs/02_loading.ipynb #c4751ce7
 @dataclass
@@ -330,6 +330,16 @@ def _cache_dir_for(path) -> Path:
     h = hashlib.sha1(f'{p}:{stamp}'.encode()).hexdigest()[:12]
     return Path(tempfile.gettempdir())/'llava_lora_nb-converted'/f'{p.name}-{h}'
 
+def llava_hf_folder(model_name_or_path,   # Hub id or local folder: llava-hf or original LLaVA layout
+                    vision_tower=None,    # original layout only: CLIP folder to take the tower from
+                    converted_dir=None,   # original layout only: where to keep the converted checkpoint
+                   ):
+    "`model_name_or_path` itself for a llava-hf checkpoint; for an original-layout one, its converted folder (converted once, then reused)."
+    if not is_original_llava(model_name_or_path): return model_name_or_path
+    out = Path(converted_dir) if converted_dir else _cache_dir_for(model_name_or_path)
+    if not (out/'config.json').exists(): convert_original_llava(model_name_or_path, out, vision_tower=vision_tower)
+    return out
+
 def load_llava(model_name_or_path,             # Hub id or local folder: llava-hf or original LLaVA layout
                torch_dtype:Optional[torch.dtype]=None,  # dtype of the non-quantized weights (default: as stored)
                quantization_config=None,       # a `BitsAndBytesConfig` (see `LoraSettings.to_bnb_config`)
@@ -340,11 +350,7 @@ def load_llava(model_name_or_path,             # Hub id or local folder: llava-h
               ):
     "Load a LLaVA checkpoint (llava-hf or original layout, converted on the fly) as `(LlavaForConditionalGeneration, LlavaProcessor)`."
     from transformers import LlavaForConditionalGeneration, AutoProcessor
-    path = model_name_or_path
-    if is_original_llava(path):
-        out = Path(converted_dir) if converted_dir else _cache_dir_for(path)
-        if not (out/'config.json').exists(): convert_original_llava(path, out, vision_tower=vision_tower)
-        path = out
+    path = llava_hf_folder(model_name_or_path, vision_tower, converted_dir)
     kw = {'cache_dir': cache_dir} if cache_dir is not None else {}
     if torch_dtype is not None: kw['dtype'] = torch_dtype
     if quantization_config is not None: kw['quantization_config'] = quantization_config

@@ -717,6 +717,8 @@ def _check_start(model_args, training_args):
     out = Path(training_args.output_dir)
     if out.exists() and not out.is_dir(): raise ValueError(f"--output_dir {out} is a file, not a folder: pass a folder (created if missing)")
     check_report_to(training_args.report_to)
+    from llava_lora_nb.loading import is_original_llava, _read_config
+    if is_original_llava(model_args.model_name_or_path): return _read_config(model_args.model_name_or_path)   # converted after the data check
     try: return transformers.AutoConfig.from_pretrained(model_args.model_name_or_path, cache_dir=training_args.cache_dir)
     except OSError:
         where = f" (nor in --cache_dir {training_args.cache_dir})" if training_args.cache_dir else ''
@@ -730,7 +732,7 @@ def train(model_args:ModelArguments, # model flags
           verbose:bool=True)->Path: # print the data report and notes
     "Train LoRA/QLoRA adapters (and the projector) of a LLaVA checkpoint on LLaVA conversation data; returns the output folder."
     from llava_lora_nb.data import validate_or_raise, LazySupervisedDataset, DataCollatorForSupervisedDataset
-    from llava_lora_nb.loading import load_for_training, base_fingerprint
+    from llava_lora_nb.loading import load_for_training, base_fingerprint, llava_hf_folder
     say = print if verbose else (lambda *a, **k: None)
     if (note := single_process_env(training_args.deepspeed)): say(note)   # notebook users: call it before building TrainingArguments
     if not model_args.model_name_or_path: raise ValueError("--model_name_or_path is required")
@@ -738,7 +740,8 @@ def train(model_args:ModelArguments, # model flags
     config = _check_start(model_args, training_args)
     if training_args.lora_weight_path: say(f"llava_lora_train: note: --lora_weight_path {training_args.lora_weight_path} is ignored (as by the original train.py)")
     # 1. the data, before anything expensive (refuses to start on errors, listing them)
-    try: processor = transformers.AutoProcessor.from_pretrained(model_args.model_name_or_path, cache_dir=training_args.cache_dir)
+    model_path, original = model_args.model_name_or_path, isinstance(config, dict)   # dict: an original-layout checkpoint
+    try: processor = None if original else transformers.AutoProcessor.from_pretrained(model_path, cache_dir=training_args.cache_dir)
     except Exception: processor = None
     report = validate_or_raise(data_args.data_path, data_args.image_folder, processor, training_args.model_max_length, model_args.version)
     say(f"llava_lora_train: data OK: {report.summary}")
@@ -746,10 +749,13 @@ def train(model_args:ModelArguments, # model flags
     for n in check_architecture(model_args, config): say(f"llava_lora_train: note: {n}")
     check_deepspeed_config(training_args.deepspeed, training_args.learning_rate, training_args.mm_projector_lr)
     # 3. the model
+    if original:   # its llava-hf conversion, made once and reused (the original's tokenizer has no <image> token)
+        with training_args.main_process_first(desc='original checkpoint conversion'): model_path = llava_hf_folder(model_path)
+        say(f"llava_lora_train: note: {model_args.model_name_or_path} is in the original LLaVA layout: training its llava-hf conversion in {model_path}")
     settings = lora_settings_from_args(training_args, model_args)
     transformers.set_seed(training_args.seed)   # LoRA's random init draws from the global RNG: seed it before building
     load = load_qlora_for_zero3 if settings.bits != 16 and _zero3(training_args.deepspeed) else load_for_training
-    model, processor = load(model_args.model_name_or_path, settings, torch_dtype=_compute_dtype(training_args),
+    model, processor = load(model_path, settings, torch_dtype=_compute_dtype(training_args),
                             gradient_checkpointing=training_args.gradient_checkpointing, cache_dir=training_args.cache_dir)
     check_zero3_quantization(model, training_args.deepspeed)
     model.config.use_cache = False
@@ -770,7 +776,7 @@ def train(model_args:ModelArguments, # model flags
                       'image_aspect_ratio': data_args.image_aspect_ratio, 'model_max_length': training_args.model_max_length,
                       'lora': dataclasses.asdict(settings), 'trained': settings.method,
                       'base_fingerprint': base_fingerprint(model_args.model_name_or_path, cache_dir=training_args.cache_dir)}
-    for line in run_header(model, settings, training_args, config): say(f"llava_lora_train: {line}")
+    for line in run_header(model, settings, training_args, None if original else config): say(f"llava_lora_train: {line}")
     # 5. train (resuming like the original when checkpoints exist)
     trainer = LLaVATrainer(model=model, args=training_args, train_dataset=dataset, data_collator=collator,
                            processing_class=processor, callbacks=callbacks, llava_settings=llava_settings)

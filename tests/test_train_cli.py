@@ -158,3 +158,20 @@ def test_train_cli_truncated_weights_on_resume(tmp_path, tiny_ckpt, shapes):
         r = run_cli('llava_lora_train', *args, '--max_steps', '2')
         assert r.returncode == 2 and f'{f} cannot be read' in r.stderr and 'Traceback' not in r.stderr, r.stderr[-3000:]
         f.write_bytes(keep)
+
+def test_train_and_merge_from_original_layout_checkpoint(tmp_path, shapes):
+    "An original-layout checkpoint (LlavaLlamaForCausalLM, as liuhaotian/llava-v1.5-13b) trains (converted once) and merges onto itself both ways."
+    from llava_lora_nb.loading import save_tiny_original_checkpoint
+    from llava_lora_nb.merge import checkpoint_tensors, same_tensors
+    data, _, folder = shapes
+    orig, _ = save_tiny_original_checkpoint(tmp_path/'llava-v1.5-tiny')
+    out = tmp_path/'out'
+    r = run_cli('llava_lora_train', '--model_name_or_path', orig, '--data_path', data, '--image_folder', folder, '--version', 'v1',
+                '--lora_enable', 'True', '--lora_r', '8', '--lora_alpha', '16', '--max_steps', '2', '--per_device_train_batch_size', '4',
+                '--output_dir', out, '--report_to', 'none', '--disable_tqdm', 'True')
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'original LLaVA layout' in r.stdout and (out/'adapter_model.safetensors').exists()
+    for extra, m in (((), 'm1'), (('--streaming',), 'm2')):
+        r = run_cli('llava_lora_merge', '--model-path', out, '--model-base', orig, '--save-model-path', tmp_path/m, *extra)
+        assert r.returncode == 0 and 'verified' in r.stdout, r.stderr[-3000:]
+    assert same_tensors(checkpoint_tensors(tmp_path/'m1'), checkpoint_tensors(tmp_path/'m2'))
