@@ -537,19 +537,32 @@ def _safetensors_entries(f:Path) -> tuple[dict, int]:
     h.pop('__metadata__', None)
     return h, 8 + n
 
+def _bin_fingerprint(folder:Path) -> Optional[dict]:
+    "Fingerprint of `.bin` weights (the original LLaVA checkpoints): the sizes and CRC-32s in each zip's directory, never unpickled."
+    import zipfile
+    files = sorted(p for p in folder.glob('*.bin') if not p.name.startswith(('adapter_model', 'non_lora_trainables', 'training_args', 'mm_projector')))
+    if not files: return None
+    h = hashlib.sha256()
+    for f in files:
+        if not zipfile.is_zipfile(f): return None   # torch's legacy (pre-1.6) format: nothing cheap to read
+        with zipfile.ZipFile(f) as z:
+            for i in z.infolist():
+                if '/data/' in i.filename: h.update(f"{f.name}:{i.filename.split('/', 1)[-1]}:{i.file_size}:{i.CRC}".encode())
+    return {'version': 1, 'format': 'bin', 'n_files': len(files), 'bin_sha256': h.hexdigest()}
+
 def base_fingerprint(model_name_or_path,   # local folder or Hub id (looked up in the local HF cache only)
                      n_samples:int=32,     # tensors whose bytes are sampled (spread over the sorted names, + the projector)
                      n_elems:int=64,       # elements read at the start, middle and end of each sampled tensor
                      cache_dir=None,       # the HF cache a Hub id was downloaded to (`--cache_dir`), if not the default
                     ) -> Optional[dict]:
-    "A cheap fingerprint of a checkpoint's weights (safetensors headers + sampled bytes), or None when it has no local safetensors."
+    "A cheap fingerprint of a checkpoint's weights (safetensors headers + sampled bytes; `.bin` zip CRCs), or None when it has no local weights."
     folder = _local_folder(model_name_or_path, cache_dir)
     if folder is None: return None
     idx = folder/'model.safetensors.index.json'
     if idx.exists(): files = sorted(set(json.loads(idx.read_text())['weight_map'].values()))
     else: files = sorted(p.name for p in folder.glob('*.safetensors')
                          if not p.name.startswith(('adapter_model', 'non_lora_trainables')))
-    if not files: return None
+    if not files: return _bin_fingerprint(folder)
     where = {}                                   # tensor name -> (file, data start, header entry)
     for fn in files:
         h, start = _safetensors_entries(folder/fn)
@@ -578,5 +591,5 @@ def base_fingerprint(model_name_or_path,   # local folder or Hub id (looked up i
 
 def same_base(a:Optional[dict], b:Optional[dict]) -> bool:
     "True if two `base_fingerprint`s are of the same weights (False when either is missing)."
-    keys = ('version', 'header_sha256', 'sample_sha256')
+    keys = ('version', 'format', 'header_sha256', 'sample_sha256', 'bin_sha256')
     return bool(a) and bool(b) and all(a.get(k) == b.get(k) for k in keys)

@@ -127,12 +127,14 @@ def check_base(adapter_dir, model_base, allow_other_base:bool=False):
     if allow_other_base: return
     s = read_settings(adapter_dir); rec = s.get('base_fingerprint')
     if not rec:
-        print(f"note: {Path(adapter_dir)/SETTINGS} records no base fingerprint (an older output): not checking that "
+        why = ('training could not fingerprint its base (no local weights it could read)' if 'base_fingerprint' in s
+               else 'an output of an older version')
+        print(f"note: {Path(adapter_dir)/SETTINGS} records no base fingerprint ({why}): not checking that "
               f"{model_base} is the base the adapter was trained on.", file=sys.stderr)
         return
     cur = base_fingerprint(model_base)
     if not same_base(rec, cur):
-        why = 'its weights differ from' if cur else 'it has no local safetensors weights to compare with'
+        why = 'its weights differ from' if cur else 'it has no local weights to compare with'
         raise MergeError(f"the base {model_base} is not the one {adapter_dir} was trained on ({s.get('model_name_or_path')}): "
                          f"{why} the recorded base fingerprint; pass `--allow-other-base` if this is intended.")
 

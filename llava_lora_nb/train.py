@@ -17,8 +17,8 @@ __all__ = ['PROJECTOR_KEYS', 'LAUNCHER_ENV', 'NON_LORA_NAME', 'SETTINGS_NAME', '
            'deepspeed_config', 'check_deepspeed_config', 'describe_clipping', 'deepspeed_from_argv',
            'single_process_env', 'non_lora_trainables', 'save_non_lora_trainables', 'check_safetensors',
            'read_non_lora_file', 'load_non_lora_trainables', 'projector_state_original', 'save_kind',
-           'checkpoint_problem', 'last_complete_checkpoint', 'LLaVATrainer', 'plot_loss', 'ModelArguments',
-           'DataArguments', 'TrainingArguments', 'check_architecture', 'load_pretrain_mm_mlp_adapter',
+           'recover_staged_checkpoints', 'checkpoint_problem', 'last_complete_checkpoint', 'LLaVATrainer', 'plot_loss',
+           'ModelArguments', 'DataArguments', 'TrainingArguments', 'check_architecture', 'load_pretrain_mm_mlp_adapter',
            'check_zero3_quantization', 'load_qlora_for_zero3', 'upcast_trainable_non_lora', 'run_header',
            'check_report_to', 'lora_settings_from_args', 'train', 'load_trained', 'parse_args', 'train_cli']
 
@@ -194,6 +194,9 @@ def single_process_env(deepspeed=None, # `--deepspeed` (path, name or dict): not
     "Without a launcher, make a DeepSpeed run one process (RANK 0 of WORLD_SIZE 1 on 127.0.0.1, a free port); returns the note, or None."
     env = os.environ if environ is None else environ
     if not deepspeed or any(k in env for k in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE') + _OTHER_LAUNCHER_ENV): return None
+    if int(env.get('SLURM_STEP_NUM_TASKS', '1') or 1) > 1:   # srun started several copies: each would think it is the only one
+        raise ValueError(f"{env['SLURM_STEP_NUM_TASKS']} SLURM tasks but no launcher set RANK/WORLD_SIZE: start one task per node running "
+                         "torchrun or the deepspeed launcher (e.g. srun --ntasks-per-node=1 torchrun --nproc_per_node=N ...)")
     addr, port = env.get('MASTER_ADDR') or '127.0.0.1', env.get('MASTER_PORT') or str(_free_local_port())
     env.update(RANK='0', LOCAL_RANK='0', WORLD_SIZE='1', MASTER_ADDR=addr, MASTER_PORT=port)
     return f"llava_lora_train: note: no launcher set RANK/WORLD_SIZE: DeepSpeed runs as one process (rank 0 of 1, {addr}:{port})"
@@ -283,11 +286,25 @@ SAVING_SUFFIX = '.saving'
 
 def _publish(src:Path, final:Path):
     "Rename the finished folder `src` to `final` (replacing an older `final`), and remove its staging parent."
+    if not src.exists(): return   # another process sharing this file system published it already
     if final.exists():   # e.g. an incomplete checkpoint of the same step, skipped at resume
         old = final.with_name(f'.{final.name}.old'); shutil.rmtree(old, ignore_errors=True)
         os.replace(final, old); shutil.rmtree(old, ignore_errors=True)
-    os.replace(src, final)
+    try: os.replace(src, final)
+    except FileNotFoundError:   # lost the race to another process publishing the same folder
+        if not final.exists(): raise
     shutil.rmtree(src.parent, ignore_errors=True)
+
+def recover_staged_checkpoints(output_dir)->list:
+    "At start-up: publish staged checkpoints that were complete when the save was killed (before the rename), delete the rest; returns the published names."
+    out, done = Path(output_dir), []
+    for p in sorted(out.glob(f'.checkpoint-*{SAVING_SUFFIX}')):
+        inner = p/p.name[1:-len(SAVING_SUFFIX)]
+        if inner.is_dir() and checkpoint_problem(inner) is None and not (out/inner.name).exists():
+            _publish(inner, out/inner.name); done.append(inner.name)
+        else: shutil.rmtree(p, ignore_errors=True)
+    for p in out.glob('.checkpoint-*.old'): shutil.rmtree(p, ignore_errors=True)
+    return done
 
 def checkpoint_problem(folder)->str|None:
     "Why `folder` (a `checkpoint-N`) cannot be resumed from — no `trainer_state.json`, an empty file — or None when complete."
@@ -780,8 +797,8 @@ def train(model_args:ModelArguments, # model flags
     # 5. train (resuming like the original when checkpoints exist)
     trainer = LLaVATrainer(model=model, args=training_args, train_dataset=dataset, data_collator=collator,
                            processing_class=processor, callbacks=callbacks, llava_settings=llava_settings)
-    if training_args.should_save:   # staging folders of saves that were killed: never checkpoints, only disk space
-        for p in Path(training_args.output_dir).glob(f'.checkpoint-*{SAVING_SUFFIX}'): shutil.rmtree(p, ignore_errors=True)
+    if training_args.should_save:   # staging folders of saves that were killed: complete ones are published, the rest deleted
+        for name in recover_staged_checkpoints(training_args.output_dir): say(f"llava_lora_train: note: {name} was complete when its save was interrupted: published")
     resume = _resume_point(training_args)
     if resume:
         for f in sorted(Path(resume).glob('*.safetensors')): check_safetensors(f)

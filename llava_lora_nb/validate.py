@@ -129,16 +129,24 @@ def evaluate(model, processor,
     from tqdm.auto import tqdm
     from llava_lora_nb.data import load_records
     records = load_records(data) if isinstance(data, (str, Path)) else data
-    qs = list(heldout_questions(records, turns))[:limit]
     from PIL import Image
-    rows = []
+    rows, ok = [], []
+    for k, r in enumerate(records):   # a record without usable turns is a failed row, not a crash
+        conv = r.get('conversations') if isinstance(r, dict) else None
+        if isinstance(conv, list) and all(isinstance(t, dict) and isinstance(t.get('from'), str) and isinstance(t.get('value'), str) for t in conv):
+            ok.append(r); continue
+        rid = r.get('id') if isinstance(r, dict) else None
+        rows.append({'id': rid, 'turn': None, 'image': r.get('image') if isinstance(r, dict) else None, 'question': None, 'reference': None,
+                     'answer': None, 'correct': False, 'error': f"record {k} (id={rid!r}): 'conversations' must be a list of {{'from', 'value'}} turns"})
+    qs = list(heldout_questions(ok, turns))[:limit]
     for r, i, conv, ref in tqdm(qs, desc='evaluating', disable=not progress):
         row = {'id': r.get('id'), 'turn': i // 2, 'image': r.get('image'), 'question': conv[-1]['value'].replace('<image>', '').strip(),
                'reference': ref, 'answer': None, 'correct': False, 'error': None}
         try: img = _record_image(image_folder, r['image']) if r.get('image') else None
         except (ValueError, OSError, Image.DecompressionBombError) as e:   # a bad record fails alone; the others are still evaluated
             rows.append({**row, 'error': str(e)}); continue
-        ans = generate_answer(model, processor, conv, img, template, image_aspect_ratio, max_new_tokens)
+        try: ans = generate_answer(model, processor, conv, img, template, image_aspect_ratio, max_new_tokens)
+        except ValueError as e: rows.append({**row, 'error': f"record id={r.get('id')!r}: {e}"}); continue   # e.g. a second <image>
         rows.append({**row, 'answer': ans, 'correct': exact_match(ans, ref)})
     n, c, f = len(rows), sum(r['correct'] for r in rows), sum(r['error'] is not None for r in rows)
     return EvalResult(rows, {'n': n, 'correct': c, 'exact_match': c / n if n else 0.0, 'failed': f})
@@ -174,7 +182,7 @@ def gallery_html(rows, image_folder, max_items:int=24) -> str:
                         f'{html.escape(str(a))}</div>' for nm, a in answers.items())
         img = _img_tag(image_folder, r['image']) if r.get('image') else '<div style="width:96px;height:96px">(text only)</div>'
         cards.append(f'<div style="border:1px solid #ccc;border-radius:6px;padding:6px;width:210px;font-size:12px">{img}'
-                     f'<div><i>{html.escape(r["question"])}</i></div><div>reference: {html.escape(r["reference"])}</div>{lines}</div>')
+                     f'<div><i>{html.escape(str(r["question"] or r.get("error") or ""))}</i></div><div>reference: {html.escape(str(r["reference"] or ""))}</div>{lines}</div>')
     return f'<div style="display:flex;flex-wrap:wrap;gap:8px">{"".join(cards)}</div>'
 
 def gallery(rows, image_folder, max_items:int=24):
