@@ -105,7 +105,7 @@ def _move_image_first(conversations, has_image, record_id=None):
     return convs
 
 def _render(conversations, template='vicuna_v1', eos:str='</s>', add_generation_prompt=False, has_image=True, record_id=None,
-            max_chars:int=None):  # cut each turn's text to this many characters (None: no cut)
+            max_chars:int=None):  # cut each turn's text, and the record's, to this many characters (None: no cut)
     "`render_prompt`'s text and spans, and the character spans `(start, end)` of the record's own text (what is text, never control tokens)."
     tpl, who = get_template(template), f"{record_id}: " if record_id else ''
     for j, t in enumerate(conversations):
@@ -115,6 +115,11 @@ def _render(conversations, template='vicuna_v1', eos:str='</s>', add_generation_
     lead = [len(DEFAULT_IMAGE_TOKEN) + 1 if has_image and j == 0 else 0 for j in range(len(convs))]  # the `<image>\n` the template put there
     if max_chars is not None:
         for j, t in enumerate(convs): t['value'] = t['value'][:lead[j] + max_chars]
+        if not add_generation_prompt:   # the whole record too: once the text so far holds max_chars characters (> max_length
+            total = 0                   # tokens), later turns lie beyond truncation; keep up to the answer that crosses it
+            for j, t in enumerate(convs):
+                total += len(t['value'])
+                if total > max_chars and j % 2 == 1: convs = convs[:j + 1]; break
     close = tpl.sep2 if tpl.sep2 is not None else eos
     spans, literal = [], []
     if tpl.style == 'plain':
