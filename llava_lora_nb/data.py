@@ -825,9 +825,11 @@ def validate_or_raise(data_path,                 # JSON/JSONL data file
                       image_folder,              # folder image paths are relative to
                       processor=None,            # enables token-length checks
                       model_max_length:int=None, # enables truncation checks
-                      template='vicuna_v1'):     # the template training will use
+                      template='vicuna_v1',      # the template training will use
+                      check_images:bool=True,    # fully decode every image (training's main process does; the other ranks need not)
+                      progress:bool=False):      # a progress bar while images are decoded
     "Validate a data file; return the `ValidationReport` if clean, else raise `DataError` listing the problems."
-    rep = validate_records(load_records(data_path), image_folder, processor, model_max_length, template)
+    rep = validate_records(load_records(data_path), image_folder, processor, model_max_length, template, check_images=check_images, progress=progress)
     if not rep.ok: raise DataError(f"{data_path}: the data has problems; fix them (llava_lora_check {data_path} --image_folder {image_folder} lists them):\n{rep}")
     if rep.warnings:   # the data trains, but the user should know how
         w = rep.warnings

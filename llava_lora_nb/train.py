@@ -760,7 +760,9 @@ def train(model_args:ModelArguments, # model flags
     model_path, original = model_args.model_name_or_path, isinstance(config, dict)   # dict: an original-layout checkpoint
     try: processor = None if original else transformers.AutoProcessor.from_pretrained(model_path, cache_dir=training_args.cache_dir)
     except Exception: processor = None
-    report = validate_or_raise(data_args.data_path, data_args.image_folder, processor, training_args.model_max_length, model_args.version)
+    main = training_args.process_index == 0   # one process decodes every image; the others check the records only
+    report = validate_or_raise(data_args.data_path, data_args.image_folder, processor, training_args.model_max_length, model_args.version,
+                               check_images=main, progress=main and not training_args.disable_tqdm)
     say(f"llava_lora_train: data OK: {report.summary}")
     # 2. architecture flags, the DeepSpeed config
     for n in check_architecture(model_args, config): say(f"llava_lora_train: note: {n}")
