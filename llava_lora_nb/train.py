@@ -387,6 +387,11 @@ class LLaVATrainer(transformers.Trainer):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         if (ck/f'{NON_LORA_NAME}.safetensors').exists(): load_non_lora_trainables(m, ck)
 
+    def _run_epoch(self, *args, **kwargs):
+        if 0 < self.state.max_steps <= self.state.global_step:   # resumed from the checkpoint at --max_steps: nothing left
+            self.control.should_training_stop = True; return None   # (transformers would run one step past it mid-epoch)
+        return super()._run_epoch(*args, **kwargs)
+
     def _get_output_dir(self, trial):
         return getattr(self, '_staging_dir', None) or super()._get_output_dir(trial)
 

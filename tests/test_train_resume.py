@@ -147,6 +147,16 @@ def test_kill_during_checkpoint_save_resumes(full_run, tmp_path, tiny_ckpt, shap
     ref, got = _trained(full_run[0]), _trained(out)
     for k in ref: torch.testing.assert_close(got[k], ref[k], rtol=0, atol=1e-6, msg=k)
 
+def test_rerun_of_a_finished_run_trains_nothing(full_run, tmp_path, tiny_ckpt, shapes):
+    "The same command again (auto-resume from checkpoint-8 = --max_steps, mid-epoch): no extra step, the same weights."
+    import shutil
+    data, _, folder = shapes
+    out = tmp_path/'out'; shutil.copytree(full_run[0], out)
+    train(*_args(tiny_ckpt, data, folder, out), verbose=False)
+    assert json.loads((out/'trainer_state.json').read_text())['global_step'] == 8
+    ref, got = _trained(full_run[0]), _trained(out)
+    for k in ref: torch.testing.assert_close(got[k], ref[k], rtol=0, atol=0, msg=k)
+
 def test_resume_skips_incomplete_checkpoints(full_run, tmp_path, tiny_ckpt, shapes, capfd):
     "On-disk states an interrupted save of an older version leaves: an empty checkpoint folder, a 0-byte optimizer.pt."
     import shutil
