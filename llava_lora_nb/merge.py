@@ -79,20 +79,11 @@ def read_settings(folder) -> dict:
     return json.loads(f.read_text()) if f.exists() else {}
 
 def _check_safetensors(path):
-    "Raise `MergeError` naming `path` if it is not a complete safetensors file (unreadable header, or data cut short)."
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-        with open(path, 'rb') as f:
-            n = int.from_bytes(f.read(8), 'little')
-            if not 0 < n <= size - 8: raise ValueError(f'{size} bytes, too short for its header')
-            h = json.loads(f.read(n))
-        h.pop('__metadata__', None)
-        end = max((v['data_offsets'][1] for v in h.values()), default=0)
-        if 8 + n + end > size: raise ValueError(f'{size} bytes, the header says {8 + n + end}')
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise MergeError(f"{path} is truncated or not a safetensors file ({e}); re-copy it from the training output "
-                         "(or its last checkpoint-N).") from None
+    "Raise `MergeError` naming `path` if it is not a complete safetensors file (the check of `train.check_safetensors`)."
+    from llava_lora_nb.train import check_safetensors
+    try: check_safetensors(path)
+    except ValueError: raise MergeError(f"{path} is truncated or not a safetensors file; re-copy it from the training output "
+                                        "(or its last checkpoint-N).") from None
 
 def projector_trained(settings:dict) -> bool:
     "True unless `llava_lora_settings.json`'s LoRA settings record the projector as frozen."
