@@ -61,7 +61,8 @@ def main(argv=None):
     p.add_argument('--worker', nargs=4, metavar=('MODE', 'BASE', 'ADAPTER', 'OUT'), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker: return worker(*a.worker)
-    from llava_lora_nb.merge import make_tiny_adapter, checkpoint_tensors, same_tensors
+    from llava_lora_nb.testing import make_tiny_adapter
+    from llava_lora_nb.merge import checkpoint_tensors, same_tensors
     wd = Path(a.workdir)/('quick' if a.quick else 'full'); wd.mkdir(parents=True, exist_ok=True)
     size = dict(hidden=256, layers=2, inter=688, shard='2MB') if a.quick else dict(hidden=2048, layers=12, inter=5504, shard='250MB')
     runs = a.runs or (1 if a.quick else 3)

@@ -3,7 +3,9 @@ import hashlib, json, shutil
 from pathlib import Path
 import pytest, torch
 from conftest import run_cli
-from llava_lora_nb.merge import (make_tiny_adapter, merge_lora, merge_in_memory, load_adapter_model, checkpoint_tensors,
+from llava_lora_nb.testing import make_tiny_adapter
+from llava_lora_nb.output import load_adapter_model
+from llava_lora_nb.merge import (merge_lora, merge_in_memory, checkpoint_tensors,
                                  same_tensors, probe_batch, logits_error, _logits, MERGE_TOLERANCE, MergeError, _shards, merge_cli)
 
 

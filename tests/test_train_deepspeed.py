@@ -49,14 +49,14 @@ def _write_mm_projector(path, ckpt):
 def _check_folder(d, ckpt):
     "A saved folder (final or checkpoint) is complete, its projector is real (not ZeRO-3's empty placeholders) and it loads."
     from safetensors.torch import load_file
-    from llava_lora_nb.train import load_trained
+    from llava_lora_nb.output import load_adapter_model
     d = Path(d)
     nl = load_file(str(d/'non_lora_trainables.safetensors'))
     assert nl and all(v.numel() > 0 for v in nl.values()), {k: v.shape for k, v in nl.items()}
     ad = load_file(str(d/'adapter_model.safetensors'))
     assert ad and all(v.numel() > 0 for v in ad.values())
     assert any(v.abs().sum() > 0 for k, v in ad.items() if 'lora_B' in k)   # LoRA B starts at 0: it trained
-    model, proc = load_trained(d, model_base=ckpt)
+    model, proc, _ = load_adapter_model(d, model_base=ckpt)
     ids = proc.tokenizer('USER: What colour? ASSISTANT:', return_tensors='pt').input_ids
     with torch.no_grad(): assert torch.isfinite(model(input_ids=ids).logits).all()
 

@@ -2,7 +2,8 @@
 import json
 from pathlib import Path
 import pytest, torch, transformers
-from llava_lora_nb.train import parse_args, train, load_trained, LLaVATrainer, is_projector_param, NON_LORA_NAME
+from llava_lora_nb.train import parse_args, train, LLaVATrainer, is_projector_param
+from llava_lora_nb.output import load_adapter_model, NON_LORA_NAME
 from safetensors.torch import load_file
 
 def _argv(ckpt, data, folder, out, *extra):
@@ -57,10 +58,10 @@ def test_reload_every_folder_same_logits(full_run, tiny_ckpt, shapes):
     assert sorted(cap.logits) == [4, 8]
     for step in (4, 8):
         folder = out/f'checkpoint-{step}'
-        model, _ = load_trained(folder, model_base=tiny_ckpt)
+        model, _, _ = load_adapter_model(folder, model_base=tiny_ckpt)
         with torch.no_grad(): got = model(**cap.batch).logits
         torch.testing.assert_close(got, cap.logits[step], rtol=1e-5, atol=1e-5)
-    model, _ = load_trained(out)            # the final folder = the last step
+    model, _, _ = load_adapter_model(out)            # the final folder = the last step
     with torch.no_grad(): torch.testing.assert_close(model(**cap.batch).logits, cap.logits[8], rtol=1e-5, atol=1e-5)
     base = transformers.LlavaForConditionalGeneration.from_pretrained(tiny_ckpt).eval()
     with torch.no_grad(): assert (base(**cap.batch).logits - cap.logits[8]).abs().max() > 1e-2   # training changed something

@@ -3,7 +3,8 @@ import json
 from pathlib import Path
 import pytest, torch, transformers
 from conftest import run_cli
-from llava_lora_nb.train import parse_args, train, MM_PROJECTOR_NAME, NON_LORA_NAME, SETTINGS_NAME
+from llava_lora_nb.train import parse_args, train
+from llava_lora_nb.output import MM_PROJECTOR_NAME, NON_LORA_NAME, SETTINGS_NAME, load_adapter_model
 
 SMALL = ['--version', 'v1', '--per_device_train_batch_size', '4', '--model_max_length', '256', '--report_to', 'none',
          '--dataloader_num_workers', '0', '--seed', '0', '--disable_tqdm', 'True']
@@ -31,8 +32,7 @@ def test_full_finetune_says_so_writes_once_and_loads(tmp_path, tiny_ckpt, shapes
     sd = load_file(str(out/'model.safetensors'))
     k = next(k for k in sd if 'layers.0.self_attn.q_proj.weight' in k)
     assert not torch.equal(sd[k], load_file(str(Path(tiny_ckpt)/'model.safetensors'))[k])   # it trained
-    from llava_lora_nb.train import load_trained
-    m, _ = load_trained(out)
+    m, _, _ = load_adapter_model(out)
     assert torch.equal(m.model.language_model.layers[0].self_attn.q_proj.weight, sd[k])
     rec = json.loads(Path(heldout).read_text())[0]
     p = run_cli('llava_lora_predict', '--model-path', out, '--image', folder/rec['image'], '--prompt', 'Which shape is shown?',
@@ -73,8 +73,7 @@ def test_projector_only_stage_chains_into_lora(tmp_path, tiny_ckpt, shapes):
     sd = torch.load(pre/MM_PROJECTOR_NAME, weights_only=True)
     base = transformers.LlavaForConditionalGeneration.from_pretrained(tiny_ckpt).model.multi_modal_projector
     assert not torch.equal(sd['model.mm_projector.0.weight'], base.linear_1.weight)    # it trained
-    from llava_lora_nb.train import load_trained
-    m, _ = load_trained(pre/'checkpoint-4')
+    m, _, _ = load_adapter_model(pre/'checkpoint-4')
     assert torch.equal(m.model.multi_modal_projector.linear_2.weight, sd['model.mm_projector.2.weight'])
     # interrupted after checkpoint-2, resumed: the same projector as the uninterrupted run
     with pytest.raises(Interrupt): train(*args(tmp_path/'again', '--tune_mm_mlp_adapter', 'True'), callbacks=[Stop(3)], verbose=False)

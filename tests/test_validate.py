@@ -64,7 +64,7 @@ def test_eval_cli_finetuned_beats_base(trained, tiny_ckpt, shapes, tmp_path):
 
 @pytest.fixture(scope='module')
 def tiny_adapter(tiny_ckpt, tmp_path_factory):
-    from llava_lora_nb.merge import make_tiny_adapter
+    from llava_lora_nb.testing import make_tiny_adapter
     return make_tiny_adapter(tiny_ckpt, tmp_path_factory.mktemp('tiny-adapter')/'run')
 
 
