@@ -1,5 +1,6 @@
 # Two commands on a fresh machine:  `make demo`  and  `make test`.
-# Each creates .venv (if needed) and installs the package with everything it needs.
+# Each creates .venv (if needed) and installs the package with everything it needs, at the versions
+# in constraints.txt (the library itself declares ranges: settings.ini).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,9 +9,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test nbtest pytest sync docs bench clean
 
-$(STAMP): settings.ini setup.py
+$(STAMP): settings.ini setup.py constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev]"
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -29,7 +29,7 @@ def build(method, r=128, alpha=256):
     import torch
     from transformers import LlavaForConditionalGeneration, BitsAndBytesConfig
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from llava_lora_nb.loading import llava15_config
+    from llava_lora_nb.memory import llava15_config
     from llava_lora_nb.targets import lora_target_modules
     cfg = llava15_config('7b')
     with torch.device('cuda'):

@@ -24,9 +24,11 @@ def checkpoint(workdir, size):
 def worker(trainer_kind, method, ckpt, data, folder, steps, bs, out):
     "One training run in this process; prints JSON with step times, RSS after imports/load and peak RSS."
     import torch, transformers, peft
-    from llava_lora_nb.loading import LoraSettings, load_for_training, estimate_memory
+    from llava_lora_nb.loading import LoraSettings, load_for_training
+    from llava_lora_nb.memory import estimate_memory
     from llava_lora_nb.data import LazySupervisedDataset, data_collator
-    from llava_lora_nb.train import LLaVATrainer, TrainingArguments
+    from llava_lora_nb.train import TrainingArguments
+    from llava_lora_nb.trainer import LLaVATrainer
     rss_imports = vm('VmRSS')
     settings = LoraSettings(lora_r=16, lora_alpha=32, lora_dropout=0.05, bits=4 if method == 'qlora' else 16,
                             lora_enable=method != 'full', mm_projector_lr=2e-5)
@@ -62,7 +64,7 @@ def opt_worker(ckpt):
     "The one per-step difference of LLaVATrainer: 4 optimizer parameter groups (LLaVA's) instead of the Trainer's 2; time `step()` of each."
     import torch
     from llava_lora_nb.loading import LoraSettings, load_for_training
-    from llava_lora_nb.train import llava_param_groups, decay_parameter_names
+    from llava_lora_nb.trainer import llava_param_groups, decay_parameter_names
     model, _ = load_for_training(ckpt, LoraSettings(lora_r=16, lora_alpha=32, mm_projector_lr=2e-5), torch_dtype=torch.float32)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     for _, p in named: p.grad = torch.randn_like(p) * 1e-3

@@ -34,7 +34,7 @@ def test_train_cli_original_flags(tmp_path, tiny_ckpt, shapes):
     s = json.loads((out/'llava_lora_settings.json').read_text())
     assert s['version'] == 'v1' and s['lora']['lora_r'] == 8 and s['model_name_or_path'] == str(tiny_ckpt)
     # issue 13 item 4: the run records its base, and a merge onto another base of the same shapes is refused
-    from llava_lora_nb.loading import base_fingerprint
+    from llava_lora_nb.output import base_fingerprint
     from llava_lora_nb.testing import save_tiny_checkpoint
     assert s['base_fingerprint'] == base_fingerprint(tiny_ckpt)
     other = save_tiny_checkpoint(tmp_path/'other-seed', seed=1)

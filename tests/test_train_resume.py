@@ -2,7 +2,8 @@
 import json
 from pathlib import Path
 import pytest, torch, transformers
-from llava_lora_nb.train import parse_args, train, LLaVATrainer, is_projector_param
+from llava_lora_nb.train import parse_args, train
+from llava_lora_nb.trainer import LLaVATrainer, is_projector_param
 from llava_lora_nb.output import load_adapter_model, NON_LORA_NAME
 from safetensors.torch import load_file
 
@@ -100,7 +101,7 @@ def test_interrupt_and_resume_matches(full_run, tmp_path, tiny_ckpt, shapes):
 KILL_CHILD = r'''
 import json, os, signal, sys
 import transformers
-from llava_lora_nb import train as T
+from llava_lora_nb import train as T, trainer as TR
 argv, moment = json.loads(sys.argv[1]), sys.argv[2]
 def die(): os.kill(os.getpid(), signal.SIGKILL)
 def at_step8(f, before=None):
@@ -111,9 +112,9 @@ def at_step8(f, before=None):
         return f(self, *a, **k)
     return g
 if moment == 'before_optimizer':   # the model files are written, the optimizer not yet
-    T.LLaVATrainer._save_optimizer_and_scheduler = at_step8(transformers.Trainer._save_optimizer_and_scheduler)
+    TR.LLaVATrainer._save_optimizer_and_scheduler = at_step8(transformers.Trainer._save_optimizer_and_scheduler)
 elif moment == 'optimizer_empty':  # killed while writing optimizer.pt: a 0-byte file, no trainer_state.json
-    T.LLaVATrainer._save_optimizer_and_scheduler = at_step8(transformers.Trainer._save_optimizer_and_scheduler,
+    TR.LLaVATrainer._save_optimizer_and_scheduler = at_step8(transformers.Trainer._save_optimizer_and_scheduler,
                                                            before=lambda d: open(os.path.join(d, 'optimizer.pt'), 'wb').close())
 elif moment == 'before_state':     # everything but trainer_state.json
     orig = transformers.TrainerState.save_to_json
@@ -122,11 +123,11 @@ elif moment == 'before_state':     # everything but trainer_state.json
         return orig(self, path)
     transformers.TrainerState.save_to_json = save_to_json
 elif moment == 'before_rename':    # complete, not yet renamed
-    orig_pub = T._publish
+    orig_pub = TR._publish
     def _publish(src, final):
         if final.name == 'checkpoint-8': die()
         return orig_pub(src, final)
-    T._publish = _publish
+    TR._publish = _publish
 T.train(*T.parse_args(argv), verbose=False)
 '''
 
