@@ -1,0 +1,75 @@
+"""The library's shape, checked on the installed package: which module imports which (one home per concept,
+no import running back up the workflow), what importing a step costs (no Trainer stack, DeepSpeed or
+bitsandbytes for data, merge and validate), and that nothing is printed at import or by `--help`.
+Each import is measured in a fresh interpreter, as a user's first `import` or console script would run."""
+import ast, os, subprocess, sys
+from pathlib import Path
+import pytest
+from conftest import ROOT, BIN
+
+PKG = ROOT/'llava_lora_nb'
+# the workflow order: a module may import only modules before it (testing and demo sit on top of everything)
+ORDER = ['core', 'records', 'prompts', 'dataset', 'targets', 'loading', 'memory', 'output', 'trainer', 'train',
+         'merge', 'validate', 'testing', 'demo']
+HEAVY = ('transformers.trainer', 'deepspeed', 'bitsandbytes')
+LIGHT = ['core', 'records', 'prompts', 'dataset', 'targets', 'loading', 'memory', 'output', 'merge', 'validate']
+SCRIPTS = ['llava_lora_check', 'llava_lora_train', 'llava_lora_merge', 'llava_lora_predict', 'llava_lora_eval', 'llava_lora_demo']
+
+def _modules(): return sorted(p.stem for p in PKG.glob('*.py') if not p.stem.startswith('_'))
+
+def _imports(name):
+    "The `llava_lora_nb` modules that module `name` imports anywhere in its source (top level or inside functions)."
+    out = set()
+    for node in ast.walk(ast.parse((PKG/f'{name}.py').read_text())):
+        if isinstance(node, ast.ImportFrom):
+            mod = node.module or ''
+            if node.level:                            # `from .x import y` / `from . import x`
+                if mod: out.add(mod.split('.')[0])
+                else: out.update(a.name for a in node.names)
+            elif mod.startswith('llava_lora_nb.'): out.add(mod.split('.')[1])
+            elif mod == 'llava_lora_nb': out.update(a.name for a in node.names)
+        elif isinstance(node, ast.Import):
+            out.update(a.name.split('.')[1] for a in node.names if a.name.startswith('llava_lora_nb.'))
+    return out - {name}
+
+def _fresh(code):
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONWARNINGS'}   # what a user sees, warnings included
+    return subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env={**env, 'HF_HUB_OFFLINE': '1'}, timeout=300)
+
+def test_every_module_is_in_the_workflow_order():
+    assert _modules() == sorted(ORDER), f"add new modules to ORDER: {sorted(set(_modules()) ^ set(ORDER))}"
+
+@pytest.mark.parametrize('name', ORDER)
+def test_imports_only_run_forward(name):
+    back = {m for m in _imports(name) if m in ORDER and ORDER.index(m) >= ORDER.index(name)}
+    assert not back, f"llava_lora_nb.{name} imports {sorted(back)}, which come after it in the workflow"
+
+def test_train_merge_validate_stand_side_by_side():
+    for a in ('train', 'merge', 'validate'):
+        assert not _imports(a) & ({'train', 'merge', 'validate'} - {a}), (a, _imports(a))
+
+def test_fixtures_only_for_demo():
+    assert [m for m in _modules() if 'testing' in _imports(m)] == ['demo']
+
+@pytest.mark.parametrize('name', LIGHT)
+def test_light_import(name):
+    r = _fresh(f"import sys, llava_lora_nb.{name}; print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == '[]', f"import llava_lora_nb.{name} loads {r.stdout.strip()}"
+
+@pytest.mark.parametrize('name', ORDER)
+def test_nothing_printed_at_import(name):
+    r = _fresh(f"import llava_lora_nb.{name}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (r.stdout, r.stderr) == ('', ''), f"import llava_lora_nb.{name} printed:\n{r.stdout}{r.stderr}"
+
+def test_nothing_printed_when_deepspeed_is_imported_too():
+    r = _fresh("import llava_lora_nb.train, deepspeed, bitsandbytes, peft")
+    assert r.returncode == 0 and (r.stdout, r.stderr) == ('', ''), r.stdout + r.stderr
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_help(script):
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONWARNINGS'}
+    r = subprocess.run([str(BIN/script), '--help'], capture_output=True, text=True, timeout=300, env={**env, 'HF_HUB_OFFLINE': '1'})
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert '--debug' in r.stdout and r.stderr == '', (r.stdout[-2000:], r.stderr[-2000:])
