@@ -25,7 +25,7 @@ def worker(trainer_kind, method, ckpt, data, folder, steps, bs, out):
     "One training run in this process; prints JSON with step times, RSS after imports/load and peak RSS."
     import torch, transformers, peft
     from llava_lora_nb.loading import LoraSettings, load_for_training, estimate_memory
-    from llava_lora_nb.data import LazySupervisedDataset, data_collator
+    from llava_lora_nb.dataset import LazySupervisedDataset, data_collator
     from llava_lora_nb.train import LLaVATrainer, TrainingArguments
     rss_imports = vm('VmRSS')
     settings = LoraSettings(lora_r=16, lora_alpha=32, lora_dropout=0.05, bits=4 if method == 'qlora' else 16,

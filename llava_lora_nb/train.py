@@ -650,7 +650,7 @@ def train(model_args:ModelArguments, # model flags
           callbacks:list|None=None, # extra `TrainerCallback`s
           verbose:bool=True)->Path: # print the data report and notes
     "Train LoRA/QLoRA adapters (and the projector) of a LLaVA checkpoint on LLaVA conversation data; returns the output folder."
-    from llava_lora_nb.data import validate_or_raise, LazySupervisedDataset, data_collator
+    from llava_lora_nb.dataset import validate_or_raise, LazySupervisedDataset, data_collator
     from llava_lora_nb.loading import load_for_training, base_fingerprint, llava_hf_folder
     say = print if verbose else (lambda *a, **k: None)
     if (note := single_process_env(training_args.deepspeed)): say(note)   # notebook users: call it before building TrainingArguments

@@ -1,7 +1,7 @@
 "`llava_lora_check` as a user runs it: a subprocess on clean and broken files."
 import json
 from conftest import run_cli
-from llava_lora_nb.data import load_records
+from llava_lora_nb.records import load_records
 
 def _no_traceback(r): assert 'Traceback' not in r.stdout + r.stderr, r.stdout + r.stderr
 

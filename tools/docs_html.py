@@ -9,7 +9,7 @@ Per notebook in `nbs/` (in parallel):
      apply: hide/export cells removed, `show_doc` added and executed, frontmatter) and save the result
      in `_proc/` as nbdev does;
   3. render it to HTML with nbconvert (JupyterLab look, plots as embedded PNGs) into a page named as
-     Quarto names it (nbdev's `output-file`: `00_data.ipynb` -> `data.html`, `index.ipynb` -> `index.html`),
+     Quarto names it (nbdev's `output-file`: `01_records.ipynb` -> `records.html`, `index.ipynb` -> `index.html`),
      with a sidebar in `nbs/sidebar.yml` order, links to notebooks rewritten to their pages.
 The site is written to a temporary folder next to the destination and renamed into place when complete.
 """

@@ -5,7 +5,7 @@ nbdev's docs processing executes every (non-exported) cell that contains an impo
 kernel: a cell mixing an import with code that uses earlier variables then fails the docs build. This
 rewrites such cells (exported cells are left alone).
 
-    python tools/hoist_imports.py nbs/00_data.ipynb [...]    # rewrite in place; then nbdev_clean
+    python tools/hoist_imports.py nbs/01_records.ipynb [...]    # rewrite in place; then nbdev_clean
     python tools/hoist_imports.py --check nbs/*.ipynb        # exit 1 listing offending cells
 """
 import ast, json, sys

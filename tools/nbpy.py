@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Edit notebooks as plain text: convert between .ipynb and a percent-format script.
 
-    python tools/nbpy.py to-py  nbs/00_data.ipynb  /tmp/00_data.py   # notebook -> script
-    python tools/nbpy.py to-nb  /tmp/00_data.py    nbs/00_data.ipynb # script -> notebook (outputs dropped)
+    python tools/nbpy.py to-py  nbs/01_records.ipynb  /tmp/01_records.py   # notebook -> script
+    python tools/nbpy.py to-nb  /tmp/01_records.py    nbs/01_records.ipynb # script -> notebook (outputs dropped)
 
 Cells are separated by lines `# %%` (code) and `# %% [markdown]` (markdown; each line of the
 markdown cell is prefixed by `# `). Run `nbdev_clean` afterwards.
