@@ -46,7 +46,8 @@ def make_processor():
     from transformers import LlavaProcessor
     try: from transformers import CLIPImageProcessorPil as CLIPImageProcessor   # what CLIPImageProcessor resolves to without torchvision
     except ImportError: from transformers import CLIPImageProcessor
-    from llava_lora_nb.testing import tiny_tokenizer, LLAVA_CHAT_TEMPLATE
+    from llava_lora_nb.testing import tiny_tokenizer
+    from llava_lora_nb.prompts import LLAVA_CHAT_TEMPLATE
     ip = CLIPImageProcessor(size={'shortest_edge': 336}, crop_size=336)
     return LlavaProcessor(image_processor=ip, tokenizer=tiny_tokenizer(model_max_length=2048), patch_size=14,
                           vision_feature_select_strategy='default', num_additional_image_tokens=1,
@@ -54,7 +55,7 @@ def make_processor():
 
 def pipelines(data, folder, proc, cached=None):
     "(dataset, collator) for the baseline, ours (plain path) and, if given, ours with the preprocessing cache."
-    from llava_lora_nb.data import LazySupervisedDataset, data_collator
+    from llava_lora_nb.dataset import LazySupervisedDataset, data_collator
     from baseline_llava import BaselineLazySupervisedDataset, BaselineCollator
     ours = LazySupervisedDataset(str(data), folder, proc, template='vicuna_v1', model_max_length=2048)
     base = BaselineLazySupervisedDataset(str(data), folder, proc.tokenizer, proc.image_processor)
@@ -65,7 +66,7 @@ def pipelines(data, folder, proc, cached=None):
 def build_cache(data, folder, proc, cache_dir, workers):
     "Build the `PreprocessedCache` from scratch with `workers` processes; (seconds, dataset using it)."
     import shutil
-    from llava_lora_nb.data import LazySupervisedDataset
+    from llava_lora_nb.dataset import LazySupervisedDataset
     shutil.rmtree(cache_dir, ignore_errors=True)
     t0 = time.perf_counter()
     ds = LazySupervisedDataset(str(data), folder, proc, template='vicuna_v1', model_max_length=2048, cache_dir=cache_dir,
@@ -128,7 +129,8 @@ def compare(pipes, proc, n):
 def stage_times(pipes, n):
     "Seconds per record spent tokenizing+masking and on the image, for each pipeline (workers=0)."
     import copy
-    from llava_lora_nb.data import process_image, resolve_image_path
+    from llava_lora_nb.prompts import process_image
+    from llava_lora_nb.records import resolve_image_path
     from baseline_llava import preprocess_v1, preprocess_multimodal, expand2square
     from PIL import Image
     (ours, _), (base, _) = pipes['ours'], pipes['baseline']

@@ -26,7 +26,7 @@ def worker(trainer_kind, method, ckpt, data, folder, steps, bs, out):
     import torch, transformers, peft
     from llava_lora_nb.loading import LoraSettings, load_for_training
     from llava_lora_nb.memory import estimate_memory
-    from llava_lora_nb.data import LazySupervisedDataset, data_collator
+    from llava_lora_nb.dataset import LazySupervisedDataset, data_collator
     from llava_lora_nb.train import TrainingArguments
     from llava_lora_nb.trainer import LLaVATrainer
     rss_imports = vm('VmRSS')

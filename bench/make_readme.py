@@ -68,7 +68,7 @@ if d:
             f"1. **Tokenization** ({st['baseline_tokenize_ms']/st['ours_tokenize_ms']:.1f}× the baseline's): one fast-tokenizer call per conversation with offsets, "
             "the prompt tokenized with a single `<image>` whose id is repeated afterwards, answer spans found by bisecting the offsets — instead of",
             "   tokenizing the conversation and then every round again (twice) as `preprocess_v1` does; both sides use the same fast tokenizer here.",
-            "   Checked equal to the full-string path at 576 image tokens in `nbs/00_data.ipynb`.",
+            "   Checked equal to the full-string path at 576 image tokens in `nbs/02_prompts.ipynb`.",
             "2. **Cached tokenization and image crops** (`cache_dir=`): decode, `expand2square`, bicubic resize and centre crop happen once; the",
             "   uint8 crop is memory-mapped back. About 80% of the plain path's time was this image work (see the profiles).",
             "3. **Exact lookup-table normalize:** the processor's rescale + normalize act on each value alone, so they are applied once to the",

@@ -191,7 +191,7 @@ def convert_original_llava(path,                   # folder of an original-layou
     from safetensors.torch import save_file
     from transformers import AutoTokenizer, AddedToken, LlamaConfig, LlavaConfig, LlavaProcessor
     from tqdm.auto import tqdm
-    from llava_lora_nb.testing import LLAVA_CHAT_TEMPLATE
+    from llava_lora_nb.prompts import LLAVA_CHAT_TEMPLATE
     path, output_dir = Path(path), Path(output_dir)
     if not path.is_dir():
         from huggingface_hub import snapshot_download

@@ -34,16 +34,17 @@ def load_for_inference(model_path,          # merged checkpoint folder, or a tra
 def _image(image, image_folder=None):
     "A PIL RGB image from a PIL image or a path (relative to `image_folder` if given)."
     from PIL import Image
-    from llava_lora_nb.data import to_rgb, open_image
+    from llava_lora_nb.prompts import to_rgb, open_image
     if image is None or isinstance(image, Image.Image): return to_rgb(image) if image is not None else None
     p = Path(image_folder)/image if image_folder is not None else Path(image)
     if not p.exists(): raise FileNotFoundError(f"image {p} not found" + (f" (relative to image_folder {image_folder})" if image_folder else ''))
     return open_image(p)
 
 def _record_image(image_folder, image):
-    "The decoded RGB image of a record's `image`, with the training path's checks (`data.resolve_image_path`: no absolute paths, no `..`)."
+    "The decoded RGB image of a record's `image`, with the training path's checks (`records.resolve_image_path`: no absolute paths, no `..`)."
     from PIL import Image
-    from llava_lora_nb.data import resolve_image_path, DataError, open_image
+    from llava_lora_nb.records import resolve_image_path, DataError
+    from llava_lora_nb.prompts import open_image
     p = resolve_image_path(image_folder, image)
     if not p.is_file(): raise DataError(f"image {p} not found (relative to image_folder {image_folder})")
     try:
@@ -54,7 +55,7 @@ def _record_image(image_folder, image):
 def generate_answer(model, processor, conversations, image=None, template:str='vicuna_v1', image_aspect_ratio:str='pad',
                     max_new_tokens:int=32, temperature:float=0.0, top_p:float|None=None) -> str:
     "Answer the last human turn of `conversations` (LLaVA format, earlier turns as context)."
-    from llava_lora_nb.data import build_inference_inputs
+    from llava_lora_nb.prompts import build_inference_inputs
     inputs = build_inference_inputs(conversations, processor, template=template, image=image, image_aspect_ratio=image_aspect_ratio)
     dev = next(model.parameters()).device
     dt = next(p for p in model.parameters() if p.is_floating_point()).dtype
@@ -117,7 +118,7 @@ def evaluate(model, processor,
              progress:bool=True) -> EvalResult:
     "Answer every held-out question greedily and score normalised exact match."
     from tqdm.auto import tqdm
-    from llava_lora_nb.data import load_records
+    from llava_lora_nb.records import load_records
     records = load_records(data) if isinstance(data, (str, Path)) else data
     from PIL import Image
     rows, ok = [], []
@@ -230,7 +231,7 @@ def _eval_main(argv):
     p.add_argument('--max_new_tokens', type=int, default=16, help='answer length limit (default 16)')
     p.add_argument('--limit', type=int, default=None, help='evaluate the first N records only')
     a = p.parse_args(argv)
-    from llava_lora_nb.data import load_records
+    from llava_lora_nb.records import load_records
     results, records = {}, load_records(a.data)
     for name, path in [('model', a.model_path)] + ([('compare', a.compare)] if a.compare else []):
         model, processor, settings = load_for_inference(path, _base_flag(path, a.model_base), device=a.device,

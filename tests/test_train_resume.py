@@ -36,7 +36,7 @@ class Capture(transformers.TrainerCallback):
         model.train(was)
 
 def _batch(ckpt, data, folder):
-    from llava_lora_nb.data import LazySupervisedDataset, DataCollatorForSupervisedDataset
+    from llava_lora_nb.dataset import LazySupervisedDataset, DataCollatorForSupervisedDataset
     proc = transformers.AutoProcessor.from_pretrained(ckpt)
     ds = LazySupervisedDataset(data, folder, proc, template='v1', model_max_length=256)
     b = DataCollatorForSupervisedDataset(proc.tokenizer.pad_token_id, 256)([ds[i] for i in range(6)])
