@@ -32,7 +32,7 @@ class LoraFlags:
                       '--lora_enable True'})
     double_quant: bool = field(default=True, metadata={'help': 'QLoRA (--bits 4): quantize the quantization constants too'})
     quant_type: str = field(default='nf4', metadata={'help': 'QLoRA (--bits 4): 4-bit data type, nf4 or fp4'})
-    mm_projector_lr: Optional[float] = field(default=None, metadata={'help': 'learning rate of the projector; None: '
+    mm_projector_lr: float|None = field(default=None, metadata={'help': 'learning rate of the projector; None: '
                                              'the --learning_rate (the v1.5 LoRA recipe passes 2e-5)'})
     use_rslora: bool = field(default=False, metadata={'help': 'rsLoRA: scale the update by alpha/sqrt(r) instead of alpha/r'})
     use_dora: bool = field(default=False, metadata={'help': 'DoRA: weight-decomposed LoRA'})
