@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test nbtest pytest sync docs bench clean
+.PHONY: install demo test nbtest pytest sync docs outputs bench clean
 
 $(STAMP): settings.ini setup.py constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ pytest: install
 
 docs: install
 	PATH="$(abspath $(BIN)):$$PATH" bash tools/docs.sh
+
+## Re-execute the notebooks in place, so the outputs committed with them (plots, tables) show on GitHub.
+outputs: install
+	PATH="$(abspath $(BIN)):$$PATH" OMP_NUM_THREADS=1 $(BIN)/python tools/run_nbs.py
 
 bench: install
 	PATH="$(abspath $(BIN)):$$PATH" bash bench/run_all.sh
