@@ -457,10 +457,11 @@ class LiveTrainingCallback(transformers.TrainerCallback):
         self.bar.max = max(state.global_step, 1)   # full also when training stopped before max_steps
         self.bar.value, self.bar.bar_style, self.bar.description = state.global_step, 'success', 'done'
         self.label.value = self._status(state)
+        self._bar_handle.update(self._finished(), raw=True)   # the saved notebook shows the finished bar, not the first one
         self._draw()
 
     def _show(self, state):
-        "Display the bar with its status line, and the plot through a display handle (so the last one stays in the cell)."
+        "Display the bar with its status line, and the plot as an image updated in place (so the last one stays in the cell)."
         import ipywidgets as W
         from matplotlib.figure import Figure
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -472,9 +473,11 @@ class LiveTrainingCallback(transformers.TrainerCallback):
         self.ax2 = self.ax.twinx()
         self._loss, = self.ax.plot([], [], 'o-', ms=3, label='training loss')
         self._lr, = self.ax2.plot([], [], color='tab:orange', alpha=.5, label='learning rate')
-        self.ax.set_xlabel('step'); self.ax.set_ylabel('loss'); self.ax2.set_ylabel('learning rate'); self.ax.set_title('LLaVA LoRA training')
-        display(W.HBox([self.bar, self.label]))
-        self._handle = display(self.fig, display_id=True)
+        self.ax.set_xlabel('step'); self.ax.set_ylabel('loss'); self.ax2.set_ylabel('learning rate', color='tab:orange')
+        self.ax.set_title('LLaVA LoRA training'); self.ax.set_xlim(0, max(state.max_steps, 1))   # the whole run's width: how far it is
+        self._box = W.HBox([self.bar, self.label])
+        self._bar_handle = display(self._box, display_id=True)
+        self._handle = display(self._png(), display_id=True)
 
     def _status(self, state)->str:
         t = int(time.time() - self.t0)
@@ -487,6 +490,20 @@ class LiveTrainingCallback(transformers.TrainerCallback):
         self._drawn, rows = time.time(), self.rows
         self._loss.set_data([r[0] for r in rows], [r[1] for r in rows])
         self._lr.set_data([r[0] for r in rows if r[2] is not None], [r[2] for r in rows if r[2] is not None])
-        for ax in (self.ax, self.ax2): ax.relim(); ax.autoscale_view()
+        for ax in (self.ax, self.ax2): ax.relim(); ax.autoscale_view(scalex=False)
         self.fig.tight_layout()
-        self._handle.update(self.fig)
+        self._handle.update(self._png())
+
+    def _png(self):
+        import io
+        from IPython.display import Image
+        buf = io.BytesIO(); self.fig.savefig(buf, format='png', dpi=90)
+        return Image(buf.getvalue())
+
+    def _finished(self)->dict:
+        "The finished bar as display data: the widget, and a static bar and line where widgets are not rendered (GitHub, docs)."
+        import html
+        data = dict(self._box._repr_mimebundle_() or {})
+        data['text/html'] = f'<progress value="{self.bar.value}" max="{self.bar.max}"></progress> {html.escape(self.label.value)}'
+        data['text/plain'] = self.label.value
+        return data
