@@ -27,10 +27,12 @@ def run_demo(output_dir='demo_out',       # everything is written here
              overwrite:bool=False,         # replace a finished demo in `output_dir`
              resume:bool=False,            # continue an interrupted demo (training resumes from its last checkpoint)
              n_train:int=DEMO_DEFAULTS['n_train'], n_heldout:int=DEMO_DEFAULTS['n_heldout'],
-             quiet:bool=False):            # hide progress bars
+             quiet:bool=False,             # hide progress bars
+             live:bool|None=None):         # a live progress widget and loss plot (default: when run in a notebook)
     "The main job on the embedded tiny default: data -> LoRA finetune -> evaluate base and finetuned -> merge (verified) -> reload and predict."
     from transformers import LlavaForConditionalGeneration
     from llava_lora_nb.train import ModelArguments, DataArguments, TrainingArguments, train
+    from llava_lora_nb.trainer import LiveTrainingCallback, in_notebook
     from llava_lora_nb.merge import merge_lora
     from llava_lora_nb.validate import load_for_inference, evaluate, predict
     out = Path(output_dir)
@@ -60,7 +62,8 @@ def run_demo(output_dir='demo_out',       # everything is written here
                               group_by_modality_length=True, model_max_length=d['model_max_length'], logging_steps=max(1, min(10, steps // 6)),
                               save_strategy='steps', save_steps=max(1, steps // 3), save_total_limit=1, report_to=[],
                               seed=seed, disable_tqdm=quiet, resume_from_checkpoint='last' if resume else None)
-    adapter = train(margs, dargs, targs, verbose=not quiet)
+    live = not quiet and (in_notebook() if live is None else live)   # the console script keeps its plain text
+    adapter = train(margs, dargs, targs, callbacks=[LiveTrainingCallback(mode='widget')] if live else None, verbose=not quiet)
     state = json.loads((adapter/'trainer_state.json').read_text())
     losses = [r['loss'] for r in state['log_history'] if 'loss' in r]
     report.update(adapter=str(adapter), loss_start=losses[0], loss_end=losses[-1], loss_curve=str(adapter/'loss.png'))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07a_trainer.ipynb #4b79a6d8
 from __future__ import annotations
-import json, math, os, shutil, sys, tempfile
+import json, math, os, shutil, sys, tempfile, time
 from pathlib import Path
 import torch
 import transformers
@@ -17,7 +17,8 @@ __all__ = ['PROJECTOR_KEYS', 'LAUNCHER_ENV', 'SAVING_SUFFIX', 'split_to_even_chu
            'get_modality_length_grouped_indices', 'LengthGroupedSampler', 'is_projector_param', 'decay_parameter_names',
            'llava_param_groups', 'deepspeed_config', 'check_deepspeed_config', 'describe_clipping',
            'deepspeed_from_argv', 'single_process_env', 'load_pretrain_mm_mlp_adapter', 'save_kind',
-           'recover_staged_checkpoints', 'checkpoint_problem', 'last_complete_checkpoint', 'LLaVATrainer', 'plot_loss']
+           'recover_staged_checkpoints', 'checkpoint_problem', 'last_complete_checkpoint', 'LLaVATrainer', 'plot_loss',
+           'in_notebook', 'log_line', 'LiveTrainingCallback']
 
 # %% ../nbs/07a_trainer.ipynb #91598fdf
 def split_to_even_chunks(indices:list, # dataset indices of one megabatch, longest first
@@ -285,6 +286,9 @@ class LLaVATrainer(transformers.Trainer):
     def __init__(self, *args, llava_settings:RunSettings|dict|None=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.llava_settings = llava_settings if isinstance(llava_settings, RunSettings) else RunSettings(**(llava_settings or {}))
+        if any(getattr(cb, 'replaces_progress', False) for cb in self.callback_handler.callbacks):   # `LiveTrainingCallback`
+            for cb in [c for c in self.callback_handler.callbacks
+                       if type(c).__name__ in ('ProgressCallback', 'NotebookProgressCallback', 'PrinterCallback')]: self.remove_callback(cb)
 
     def _get_train_sampler(self, train_dataset=None):
         ds = train_dataset if train_dataset is not None else self.train_dataset
@@ -387,3 +391,119 @@ def plot_loss(log_history:list, # `trainer.state.log_history`
     ax.set_xlabel('step'); ax.set_ylabel('loss'); ax.set_title('LLaVA LoRA training'); fig.tight_layout()
     if path is not None: fig.savefig(path, dpi=100)
     return fig
+
+# %% ../nbs/07a_trainer.ipynb #a0fb853e
+def in_notebook()->bool:
+    "Whether this runs in a Jupyter kernel (where widgets can be shown), not in a terminal or a script."
+    ip = sys.modules.get('IPython')   # not imported here: a process that never loaded IPython is no notebook
+    shell = ip.get_ipython() if ip is not None and hasattr(ip, 'get_ipython') else None
+    return getattr(shell, 'kernel', None) is not None
+
+def _num(v):
+    "`v` as a float, or None when it is not a number (a log may hold strings)."
+    if isinstance(v, bool): return None
+    try: return float(v)
+    except (TypeError, ValueError): return None
+
+def _fmt(v)->str:
+    x = _num(v)
+    return str(v) if x is None else f'{x:.4g}' if x == 0 or abs(x) >= 1e-3 else f'{x:.2g}'
+
+_FIRST = ('loss', 'learning_rate', 'grad_norm', 'eval_loss', 'train_loss', 'train_runtime')
+_SHORT = {'learning_rate': 'lr', 'train_runtime': 'runtime'}
+
+def log_line(logs:dict, # one `Trainer` log (`on_log`'s `logs`)
+             step:int, # `state.global_step`
+             max_steps:int)->str: # `state.max_steps`
+    "One short line per log, `step 10/100  loss 1.234  lr 0.0002`; values that are not numbers are shown as they are."
+    keys = [k for k in _FIRST if k in logs] + [k for k in logs if k not in _FIRST and k not in ('epoch', 'step', 'total_flos')
+                                                and not k.startswith(('train_', 'eval_'))]
+    return f'step {step}/{max_steps}  ' + '  '.join(f'{_SHORT.get(k, k)} {_fmt(logs[k])}' for k in keys)
+
+class LiveTrainingCallback(transformers.TrainerCallback):
+    "Training as it runs, on rank 0: in Jupyter a progress bar and a loss/learning-rate plot, elsewhere one line per log."
+    replaces_progress = True   # `LLaVATrainer` then drops the `Trainer`'s own progress bar and log printer
+    def __init__(self,
+                 mode:str|None=None, # 'widget', 'text', or None: 'widget' in a Jupyter kernel, 'text' elsewhere
+                 every:float=1.0, # redraw the plot at most this often (seconds); the end is always drawn
+                 file=None): # 'text': write the lines here (default `sys.stdout`)
+        if mode not in (None, 'widget', 'text'): raise ValueError(f"mode={mode!r}: pass 'widget', 'text' or None (widgets in Jupyter)")
+        self.mode = mode or ('widget' if in_notebook() else 'text')
+        self.every, self.file = every, file
+        self.rows, self.lines, self.bar, self.fig, self.t0 = [], [], None, None, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero: return
+        self.t0, self._drawn, self.rows, self.lines = time.time(), 0.0, [], []
+        if self.mode == 'widget':
+            try: self._show(state)
+            except ImportError: self.mode = 'text'   # no ipywidgets or matplotlib: plain lines
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and self.bar is not None: self.bar.value = state.global_step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs: return
+        if self.t0 is None: self.t0, self._drawn = time.time(), 0.0
+        loss, lr = _num(logs.get('loss')), _num(logs.get('learning_rate'))
+        if loss is not None: self.rows.append((state.global_step, loss, lr))
+        self.lines.append(log_line(logs, state.global_step, state.max_steps))
+        if self.bar is None: print(self.lines[-1], file=self.file or sys.stdout, flush=True); return
+        self.label.value = self._status(state)
+        if time.time() - self._drawn >= self.every: self._draw()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero or self.bar is None: return
+        self.bar.max = max(state.global_step, 1)   # full also when training stopped before max_steps
+        self.bar.value, self.bar.bar_style, self.bar.description = state.global_step, 'success', 'done'
+        self.label.value = self._status(state)
+        self._bar_handle.update(self._finished(), raw=True)   # the saved notebook shows the finished bar, not the first one
+        self._draw()
+
+    def _show(self, state):
+        "Display the bar with its status line, and the plot as an image updated in place (so the last one stays in the cell)."
+        import ipywidgets as W
+        from matplotlib.figure import Figure
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from IPython.display import display
+        self.bar = W.IntProgress(value=state.global_step, min=0, max=max(state.max_steps, 1), description='training', bar_style='info')
+        self.label = W.HTML(value=self._status(state))
+        self.fig = Figure(figsize=(6, 3)); FigureCanvasAgg(self.fig)   # outside pyplot: shown only through the handle
+        self.ax = self.fig.add_subplot()
+        self.ax2 = self.ax.twinx()
+        self._loss, = self.ax.plot([], [], 'o-', ms=3, label='training loss')
+        self._lr, = self.ax2.plot([], [], color='tab:orange', alpha=.5, label='learning rate')
+        self.ax.set_xlabel('step'); self.ax.set_ylabel('loss'); self.ax2.set_ylabel('learning rate', color='tab:orange')
+        self.ax.set_title('LLaVA LoRA training'); self.ax.set_xlim(0, max(state.max_steps, 1))   # the whole run's width: how far it is
+        self._box = W.HBox([self.bar, self.label])
+        self._bar_handle = display(self._box, display_id=True)
+        self._handle = display(self._png(), display_id=True)
+
+    def _status(self, state)->str:
+        t = int(time.time() - self.t0)
+        s = f'step {state.global_step}/{state.max_steps} · {t // 60}:{t % 60:02d} elapsed'
+        if self.rows: s += f' · loss {_fmt(self.rows[-1][1])}' + (f' · lr {_fmt(self.rows[-1][2])}' if self.rows[-1][2] is not None else '')
+        return s
+
+    def _draw(self):
+        "Redraw the loss (left axis) and the learning rate (right axis) logged so far."
+        self._drawn, rows = time.time(), self.rows
+        self._loss.set_data([r[0] for r in rows], [r[1] for r in rows])
+        self._lr.set_data([r[0] for r in rows if r[2] is not None], [r[2] for r in rows if r[2] is not None])
+        for ax in (self.ax, self.ax2): ax.relim(); ax.autoscale_view(scalex=False)
+        self.fig.tight_layout()
+        self._handle.update(self._png())
+
+    def _png(self):
+        import io
+        from IPython.display import Image
+        buf = io.BytesIO(); self.fig.savefig(buf, format='png', dpi=90)
+        return Image(buf.getvalue())
+
+    def _finished(self)->dict:
+        "The finished bar as display data: the widget, and a static bar and line where widgets are not rendered (GitHub, docs)."
+        import html
+        data = dict(self._box._repr_mimebundle_() or {})
+        data['text/html'] = f'<progress value="{self.bar.value}" max="{self.bar.max}"></progress> {html.escape(self.label.value)}'
+        data['text/plain'] = self.label.value
+        return data
