@@ -9,7 +9,7 @@ from conftest import ROOT, BIN
 
 PKG = ROOT/'llava_lora_nb'
 # the workflow order: a module may import only modules before it (testing and demo sit on top of everything)
-ORDER = ['core', 'records', 'prompts', 'dataset', 'targets', 'loading', 'memory', 'output', 'trainer', 'train',
+ORDER = ['core', 'records', 'prompts', 'dataset', 'targets', 'loading', 'memory', 'output', 'trainer', 'live', 'train',
          'merge', 'validate', 'testing', 'demo']
 HEAVY = ('transformers.trainer', 'deepspeed', 'bitsandbytes')
 LIGHT = ['core', 'records', 'prompts', 'dataset', 'targets', 'loading', 'memory', 'output', 'merge', 'validate']
