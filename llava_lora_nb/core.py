@@ -10,7 +10,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['USAGE_ERROR', 'STARTUP_NOISE', 'LlavaLoraError', 'ArgumentParser', 'run_cli', 'staged_folder', 'unreadable_file',
-           'check_safetensors', 'quiet_startup_noise']
+           'check_safetensors', 'progress', 'quiet_startup_noise']
 
 # %% ../nbs/00_core.ipynb #1f4acecc
 class LlavaLoraError(ValueError):
@@ -91,6 +91,37 @@ def check_safetensors(path) -> Path:
         with safe_open(str(path), 'pt') as f: f.keys()
     except Exception as e: raise unreadable_file(path, e) from None
     return Path(path)
+
+# %% ../nbs/00_core.ipynb #ba31cfe0
+_FINISHED_BAR = None
+
+def _finished_bar_class():
+    "tqdm's notebook bar whose saved output is updated to the finished bar when it closes (built on first use)."
+    global _FINISHED_BAR
+    if _FINISHED_BAR is None:
+        from tqdm.notebook import tqdm_notebook
+        class FinishedBar(tqdm_notebook):
+            def __init__(self, *args, **kwargs):
+                kwargs['display'] = False
+                super().__init__(*args, **kwargs)
+                self._handle = None
+                if not self.disable:
+                    from IPython.display import display
+                    self._handle = display(self.container, display_id=True)
+            def close(self):
+                super().close()
+                h, self._handle = getattr(self, '_handle', None), None
+                if h is not None: h.update(self.container if self.leave else {'text/plain': ''}, raw=not self.leave)
+        _FINISHED_BAR = FinishedBar
+    return _FINISHED_BAR
+
+def progress(iterable=None, # what to iterate over (or None, with `total=`, for a manual bar)
+             **kwargs):     # tqdm's arguments: desc, total, leave, disable, ...
+    "A `tqdm` bar: text in a terminal; in Jupyter a widget whose saved output is the finished bar, never a frozen 0%."
+    from tqdm.auto import tqdm
+    try: from tqdm.notebook import tqdm_notebook
+    except ImportError: return tqdm(iterable, **kwargs)
+    return (_finished_bar_class() if issubclass(tqdm, tqdm_notebook) else tqdm)(iterable, **kwargs)
 
 # %% ../nbs/00_core.ipynb #8cd9da9a
 class _DropStartupNoise(logging.Filter):

@@ -33,7 +33,7 @@ def _image_problems(jobs,            # `(index, id, path)` of the records whose 
     with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as ex:
         it = ex.map(err, paths)
         if progress:
-            from tqdm.auto import tqdm
+            from llava_lora_nb.core import progress as tqdm  # tqdm.auto; a saved notebook shows the finished bar
             it = tqdm(it, total=len(paths), desc='decoding images')
         errs = dict(zip(paths, it))
     return [Problem(i, rid, 'image', errs[p]) for i, rid, p in jobs if errs[p]]
@@ -74,7 +74,7 @@ def validate_records(records,                    # list of records (e.g. from `l
                                     "image paths are relative to (--image_folder)"))
     jobs, it = [], records
     if progress:
-        from tqdm.auto import tqdm
+        from llava_lora_nb.core import progress as tqdm  # tqdm.auto; a saved notebook shows the finished bar
         it = tqdm(records, desc='checking records')
     for i, r in enumerate(it):
         probs = list(record_problems(i, r, image_folder if folder_ok else '.', seen, specials, max_chars))
@@ -251,7 +251,7 @@ class PreprocessedCache:
     @classmethod
     def build(cls, ds, path, fingerprint=None, num_workers:int=0, progress:bool=True, check:int=8):
         "Tokenize every record and crop every distinct image of `ds` into `path` (temporary name, renamed when complete)."
-        from tqdm.auto import tqdm
+        from llava_lora_nb.core import progress as tqdm  # tqdm.auto; a saved notebook shows the finished bar
         path = Path(path); fp = fingerprint or cls.fingerprint(ds)
         with staged_folder(path) as tmp:
             ids, labels, offsets = [], [], [0]
@@ -426,7 +426,7 @@ def token_lengths(ds, progress:bool=True):  # a `LazySupervisedDataset`
     "Exact token length of every record (images are not opened)."
     it = range(len(ds))
     if progress:
-        from tqdm.auto import tqdm
+        from llava_lora_nb.core import progress as tqdm  # tqdm.auto; a saved notebook shows the finished bar
         it = tqdm(it, desc='tokenizing', leave=False)
     return [len(ds.tokenize(i)['input_ids']) for i in it]
 

@@ -190,7 +190,7 @@ def convert_original_llava(path,                   # folder of an original-layou
     "Convert an original LLaVA (`LlavaLlamaForCausalLM`) checkpoint into a `LlavaForConditionalGeneration` folder with its `LlavaProcessor`."
     from safetensors.torch import save_file
     from transformers import AutoTokenizer, AddedToken, LlamaConfig, LlavaConfig, LlavaProcessor
-    from tqdm.auto import tqdm
+    from llava_lora_nb.core import progress as tqdm  # tqdm.auto; a saved notebook shows the finished bar
     from llava_lora_nb.prompts import LLAVA_CHAT_TEMPLATE
     path, output_dir = Path(path), Path(output_dir)
     if not path.is_dir():

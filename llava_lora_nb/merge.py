@@ -200,7 +200,7 @@ def _merge_rows(t, d, A, B, s, fif, x, rows:int):
 def merge_streaming(adapter_dir, model_base, output_dir, torch_dtype=None, verify:bool=True, progress:bool=True,
                     chunk_mib:int=16, allow_other_base:bool=False) -> float:
     "Merge tensor by tensor over the base's safetensors into `output_dir` (weights, index, config); returns the largest check error."
-    from tqdm.auto import tqdm
+    from llava_lora_nb.core import progress as tqdm  # tqdm.auto; a saved notebook shows the finished bar
     from transformers import AutoConfig
     adapter_dir, model_base, out = Path(adapter_dir), Path(model_base), Path(output_dir)
     check_inputs(adapter_dir, model_base, allow_other_base)

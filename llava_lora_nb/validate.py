@@ -117,7 +117,7 @@ def evaluate(model, processor,
              limit:int|None=None,           # evaluate only the first `limit` questions
              progress:bool=True) -> EvalResult:
     "Answer every held-out question greedily and score normalised exact match."
-    from tqdm.auto import tqdm
+    from llava_lora_nb.core import progress as tqdm  # tqdm.auto; a saved notebook shows the finished bar
     from llava_lora_nb.records import load_records
     records = load_records(data) if isinstance(data, (str, Path)) else data
     from PIL import Image
