@@ -177,7 +177,7 @@ def _inline_md(s:str) -> str:
     return re.sub(r'`([^`]+)`', r'<code>\1</code>', html.escape(s))
 
 _re_href = re.compile(r'''(href|src)=(["'])(?!https?:|//|#|data:|mailto:)([^"'#?]+?)\.ipynb([#?][^"']*)?\2''')
-_re_remote_script = re.compile(r'<script[^>]*\bsrc="(?:https?:)?//[^"]*"[^>]*>\s*</script>|'
+_re_remote_script = re.compile(r'<script[^>]*\bsrc="(?:(?:https?:)?//[^"]*)?"[^>]*>\s*</script>|'   # src="": MathJax unset
                                r'<script type="module">\s*import mermaid[^<]*</script>', re.S)
 
 def _rewrite_links(text:str, pagemap:dict, site_url:str, missing:set) -> str:
@@ -200,7 +200,8 @@ def mkdocs_config(nav_pages:list, cfg, site_title:str, src_docs:Path, site_dir:P
     "mkdocs.yml for the site: material theme (top tabs, search, right-hand ToC), mkdocs-jupyter for the notebooks."
     nav, sections = [], {}
     for p in nav_pages:
-        item = {p['title']: p['page'][:-len('.html')] + '.ipynb'}
+        label = 'Home' if p['page'] == 'index.html' else p['title'].split(':')[0].strip()   # 'Merge: fold ...' -> 'Merge'
+        item = {label: p['page'][:-len('.html')] + '.ipynb'}
         if p['section'] is None: nav.append(item)
         else:
             if p['section'] not in sections: sections[p['section']] = []; nav.append({p['section']: sections[p['section']]})
