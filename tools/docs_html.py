@@ -29,7 +29,8 @@ def source_files(root:Path=ROOT) -> list[Path]:
     nbs = root/'nbs'
     fs = [p for p in nbs.rglob('*') if p.is_file() and not any(q.startswith(('.', '_proc', '_docs')) for q in p.relative_to(nbs).parts[:-1])
           and p.suffix in ('.ipynb', '.yml', '.css', '.png', '.jpg', '.svg')]
-    fs += list((root/'llava_lora_nb').rglob('*.py')) + [root/'settings.ini', Path(__file__).resolve()]
+    fs += list((root/'llava_lora_nb').rglob('*.py')) + [root/'settings.ini', Path(__file__).resolve(),
+                                                          Path(__file__).resolve().parent/'docs_mkdocs_hooks.py']
     return sorted(fs)
 
 def source_digest(root:Path=ROOT) -> str:
@@ -221,6 +222,7 @@ def mkdocs_config(nav_pages:list, cfg, site_title:str, src_docs:Path, site_dir:P
                  {'mkdocs-jupyter': dict(include_source=False, execute=False, cache=False, toc_depth=3,
                                          include_requirejs=False, ignore_h1_titles=False, no_prompt=True,
                                          remove_tag_config=dict(remove_input_tags=['remove_input']))}],
+        hooks=[str(Path(__file__).resolve().parent/'docs_mkdocs_hooks.py')],   # ToC from every heading of the page
         markdown_extensions=['toc', 'admonition', 'pymdownx.superfences', 'pymdownx.highlight'],
         extra_css=['site.css', 'styles.css'],
         copyright=f"Built from the notebooks in nbs/ by <code>make docs</code> (mkdocs-material fallback; with Quarto installed, <code>nbdev_docs</code> builds the site).",
