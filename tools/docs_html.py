@@ -137,6 +137,8 @@ def _code_links(md:str) -> str:
         out.append(line)
     return '\n'.join(out)
 
+_re_bar = re.compile(r'\d+%\|')
+
 def _to_html_nb(nb, title:str='', description:str=''):
     "nbdev's processed notebook -> an nbformat notebook ready for mkdocs-jupyter (Quarto's cell options applied)."
     import nbformat
@@ -157,7 +159,11 @@ def _to_html_nb(nb, title:str='', description:str=''):
             if d.get('echo:', '').lower() == 'false':
                 c.metadata.setdefault('transient', {})['remove_source'] = True
                 c.metadata.setdefault('tags', []).append('remove_input')
-            for o in c.get('outputs', []):            # widgets cannot render offline: keep their text fallback
+            # a tqdm.auto progress bar is a widget whose text fallback is its first state ("0%|     | 0/64"): the
+            # site cannot run widgets, so such a bar would show frozen at 0%: leave it out
+            c.outputs = [o for o in c.get('outputs', []) if not ('application/vnd.jupyter.widget-view+json' in o.get('data', {})
+                         and _re_bar.search(''.join(o['data'].get('text/plain', ''))))]
+            for o in c.get('outputs', []):            # other widgets cannot render offline: keep their text fallback
                 data = o.get('data', {})
                 if 'application/vnd.jupyter.widget-view+json' in data and len(data) > 1:
                     del data['application/vnd.jupyter.widget-view+json']
