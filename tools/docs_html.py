@@ -8,9 +8,12 @@ Per notebook in `nbs/` (in parallel):
   2. apply nbdev's own docs processing (`FilterDefaults`, exactly what `nbdev_proc_nbs` / `nbdev_docs`
      apply: hide/export cells removed, `show_doc` added and executed, frontmatter) and save the result
      in `_proc/` as nbdev does;
-  3. render it to HTML with nbconvert (JupyterLab look, plots as embedded PNGs) into a page named as
-     Quarto names it (nbdev's `output-file`: `01_records.ipynb` -> `records.html`, `index.ipynb` -> `index.html`),
-     with a sidebar in `nbs/sidebar.yml` order, links to notebooks rewritten to their pages.
+  3. write what Quarto would show (cell options applied, the frontmatter as title and description) as a notebook
+     named as its page (nbdev's `output-file`: `01_records.ipynb` -> `records.html`, `index.ipynb` -> `index.html`),
+     generate an mkdocs.yml (nav from `nbs/sidebar.yml`, name and description from settings.ini; mkdocs-material with
+     top tabs, search and a right-hand table of contents; `tools/docs_mkdocs_hooks.py`) and run `mkdocs build`, whose
+     mkdocs-jupyter plugin renders the notebooks (JupyterLab look, plots as embedded PNGs); links to notebooks and
+     nbdev's symbol links are rewritten to relative page links, and no page loads anything from the web.
 The site is written to a temporary folder next to the destination and renamed into place when complete.
 """
 from __future__ import annotations
@@ -226,7 +229,7 @@ def mkdocs_config(nav_pages:list, cfg, site_title:str, src_docs:Path, site_dir:P
                              'content.code.copy']),
         plugins=[dict(search=dict(separator=r'[\s\-\.]+')),   # `find_all_linear_names` stays one word
                  {'mkdocs-jupyter': dict(include_source=False, execute=False, cache=False, toc_depth=3,
-                                         include_requirejs=False, ignore_h1_titles=False, no_prompt=True,
+                                         include_requirejs=False, ignore_h1_titles=True, no_prompt=True,   # nav/tab labels as given
                                          remove_tag_config=dict(remove_input_tags=['remove_input']))}],
         hooks=[str(Path(__file__).resolve().parent/'docs_mkdocs_hooks.py')],   # ToC from every heading of the page
         markdown_extensions=['toc', 'admonition', 'pymdownx.superfences', 'pymdownx.highlight'],
@@ -327,7 +330,7 @@ def build(dest:Path=ROOT/'_docs', n_workers:int=2, timeout:int=300, quiet=False,
     skip_flags = cfg.get('tst_flags', '').split()
     import yaml
     nbdev_yml = yaml.safe_load((NBS/'nbdev.yml').read_text()) if (NBS/'nbdev.yml').exists() else {}
-    site_title = nbdev_yml.get('website', {}).get('title', cfg.get('title', cfg.lib_name))
+    site_title = cfg.get('title') or nbdev_yml.get('website', {}).get('title') or cfg.lib_name   # settings.ini
     site_url = f"{(cfg.get('doc_host') or '').rstrip('/')}{cfg.get('doc_baseurl') or ''}"   # nbdev's symbol links start with it
     from tqdm.auto import tqdm
     say = (lambda *a: None) if quiet else (lambda *a: tqdm.write(' '.join(map(str, a))))   # not into the progress bar
