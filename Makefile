@@ -43,4 +43,4 @@ bench: install
 	PATH="$(abspath $(BIN)):$$PATH" bash bench/run_all.sh
 
 clean:
-	rm -rf _docs _proc demo_out
+	rm -rf _docs _docs.tmp-* _docs.src-* _docs.old-* _proc demo_out

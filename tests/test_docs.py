@@ -1,5 +1,7 @@
 """The docs site in a real browser: serve the built site on localhost and open every page in headless
 Chromium (Debian's /usr/bin/chromium driven by Playwright's Python package; no browser download).
+The site is mkdocs-material's (`tools/docs_html.py`, what `make docs` builds without Quarto): top tabs and a
+left navigation (`nav.md-nav--primary`), a search box, and a table of contents on the right (`.md-sidebar--secondary`).
 
 Uses the site `tools/test.sh` just built in `_docs/` when it was built from the current sources (its
 `.sources.json` digest matches); otherwise builds one into a temporary folder with `tools/docs.sh`'s builder.
@@ -94,8 +96,9 @@ def test_every_page_loads_clean_with_working_links(site, server, browser):
             u = urlparse(r)
             if u.scheme in ('http', 'https') and u.netloc == urlparse(server).netloc:
                 internal.setdefault(r.split('#')[0], name)
-        nav = page.eval_on_selector_all('nav#sidebar a', 'els => els.map(e => e.getAttribute("href"))')
-        if len(nav) < len(_pages(site)): problems.append(f'{name}: sidebar has {len(nav)} links for {len(_pages(site))} pages')
+        nav = set(page.eval_on_selector_all('nav.md-nav--primary a.md-nav__link[href]',
+                                            'els => els.map(e => e.href.split("#")[0])'))
+        if len(nav) < len(_pages(site)): problems.append(f'{name}: navigation has {len(nav)} pages of {len(_pages(site))}')
         page.close()
     for target, src in sorted(internal.items()):
         try: code = urlopen(target, timeout=10).status
@@ -124,8 +127,8 @@ def test_home_page_screenshot(site, server, browser, tmp_path):
     text = page.inner_text('body')
     for s in ('llava_lora_nb', 'Quick start', 'make demo', 'make test'):
         assert s in text, f'home page does not show {s!r}'
-        assert page.get_by_text(s).first.is_visible(), f'{s!r} is on the home page but not visible'
-    assert 'llava_lora_nb' in page.inner_text('h1.title')
+        assert page.locator('.md-content').get_by_text(s).first.is_visible(), f'{s!r} is on the home page but not visible'
+    assert 'llava_lora_nb' in page.inner_text('.md-content h1')
     shot = Path(os.environ.get('DOCS_SCREENSHOT_DIR', tmp_path))/'home.png'
     page.screenshot(path=str(shot), full_page=False)
     page.close()
@@ -135,3 +138,40 @@ def test_home_page_screenshot(site, server, browser, tmp_path):
     lo, hi = im.getextrema()
     assert hi - lo > 100, f'screenshot {shot} is blank (grey levels {lo}..{hi})'
     hist = im.histogram(); assert max(hist) < 0.98 * sum(hist), f'screenshot {shot} is almost one colour'
+
+def test_search_finds_a_function(site, server, browser):
+    "Material's search box finds `find_all_linear_names` and a result links to its page (targets)."
+    page, *_ = _visit(browser, urljoin(server, 'index.html'))
+    page.locator('input.md-search__input').click()
+    page.fill('input.md-search__input', 'find_all_linear_names')
+    page.wait_for_selector('.md-search-result__item a[href]', timeout=20_000)
+    hrefs = page.eval_on_selector_all('.md-search-result__item a[href]', 'els => els.map(e => e.href)')
+    page.close()
+    assert any(urlparse(h).path.endswith('/targets.html') for h in hrefs), hrefs
+
+def test_every_page_has_a_table_of_contents(site, server, browser):
+    "Each page with section headings shows them in the right-hand table of contents."
+    missing = []
+    for name in _pages(site):
+        page, *_ = _visit(browser, urljoin(server, name))
+        n_headings = page.locator('.md-content h2, .md-content h3').count()
+        toc = page.eval_on_selector_all('.md-sidebar--secondary nav a[href]', 'els => els.map(e => e.getAttribute("href"))')
+        visible = page.locator('.md-sidebar--secondary').first.is_visible()
+        page.close()
+        if n_headings and (not toc or not visible): missing.append(f'{name}: {n_headings} headings, {len(toc)} ToC links, visible={visible}')
+    assert not missing, '\n'.join(missing)
+
+_NOISE = {'frozen progress bar': re.compile(r'(?m)^.*\b0%\|.*$'), '[WARNING] line': re.compile(r'(?m)^.*\[WARNING\].*$'),
+          'traceback': re.compile(r'(?m)^.*Traceback \(most recent call last\).*$')}
+
+def test_no_frozen_progress_bars_warnings_or_tracebacks(site, server, browser):
+    "No page shows a progress bar stuck at 0%, a `[WARNING]` log line or a traceback (outputs a reader should not see)."
+    found = []
+    for name in _pages(site):
+        page, *_ = _visit(browser, urljoin(server, name))
+        text = page.inner_text('.md-content')
+        page.close()
+        for kind, rx in _NOISE.items():
+            hits = [m.group(0).strip() for m in rx.finditer(text)]
+            if hits: found.append(f'{name}: {len(hits)} × {kind}, e.g. {hits[0][:140]!r}')
+    assert not found, '\n'.join(found)

@@ -10,7 +10,7 @@ python tools/hoist_imports.py --check nbs/*.ipynb   # nbdev's docs build runs an
 echo "== 2/4 notebook tests (nbdev_test, CPU flags only)"
 # two notebooks at a time on 2 cores: one torch thread each, or they oversubscribe the CPU several-fold
 OMP_NUM_THREADS=1 nbdev_test --n_workers 2 --timing
-echo "== 3/4 docs site (make docs: Quarto if installed, else nbconvert) for the browser test in pytest"
+echo "== 3/4 docs site (make docs: Quarto if installed, else mkdocs-material) for the browser test in pytest"
 bash tools/install_browser.sh
 bash tools/docs.sh --if_stale
 echo "== 4/4 pytest"
