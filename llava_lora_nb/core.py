@@ -10,7 +10,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['USAGE_ERROR', 'STARTUP_NOISE', 'LlavaLoraError', 'ArgumentParser', 'run_cli', 'staged_folder', 'unreadable_file',
-           'check_safetensors', 'quiet_startup_noise']
+           'check_safetensors', 'needs', 'quiet_startup_noise']
 
 # %% ../nbs/00_core.ipynb #1f4acecc
 class LlavaLoraError(ValueError):
@@ -92,6 +92,26 @@ def check_safetensors(path) -> Path:
     except Exception as e: raise unreadable_file(path, e) from None
     return Path(path)
 
+# %% ../nbs/00_core.ipynb #daa3587e
+def _in_hf_cache(repo_id:str) -> bool:
+    "Whether `repo_id` is a local folder or a model whose `config.json` is in the local Hugging Face cache."
+    if Path(repo_id).is_dir(): return True
+    from huggingface_hub import try_to_load_from_cache
+    return isinstance(try_to_load_from_cache(repo_id, 'config.json'), str)
+
+def needs(cuda:bool=False,   # a CUDA GPU
+          hub=(),            # Hub model ids that must be in the local Hugging Face cache (or local folders)
+          files=()) -> bool: # files or folders that must exist (relative to the working directory)
+    "True when a full-size cell has what it needs; otherwise print one line `skipped: needs ...` and return False."
+    missing = []
+    if cuda:
+        import torch
+        if not torch.cuda.is_available(): missing.append('a CUDA GPU')
+    if absent := [h for h in hub if not _in_hf_cache(h)]: missing.append(' and '.join(absent) + ' in the local Hugging Face cache')
+    missing += [str(f) for f in files if not Path(f).exists()]
+    if missing: print('skipped: needs ' + ' and '.join(missing))
+    return not missing
+
 # %% ../nbs/00_core.ipynb #8cd9da9a
 class _DropStartupNoise(logging.Filter):
     "Drop log records whose message starts with one of `prefixes`."
@@ -99,7 +119,8 @@ class _DropStartupNoise(logging.Filter):
     def filter(self, record): return not str(record.msg).startswith(self.prefixes)
 
 STARTUP_NOISE = {'bitsandbytes.backends.cpu.ops': 'Failed to load CPU gemm_4bit_forward from kernels-community',
-                 'DeepSpeed': 'Setting accelerator to CPU'}
+                 'DeepSpeed': 'Setting accelerator to CPU',
+                 'transformers.trainer_utils': 'mtime may not be reliable on this filesystem'}
 
 def quiet_startup_noise():
     "Install (once) the filters that drop the known start-up lines of bitsandbytes and DeepSpeed."
