@@ -19,7 +19,7 @@ from .trainer import (LLaVATrainer, is_projector_param, deepspeed_config, _ds_di
 # %% auto #0
 __all__ = ['TRAIN_HELP_NOTE', 'ModelArguments', 'DataArguments', 'TrainingArguments', 'check_architecture',
            'check_zero3_quantization', 'load_qlora_for_zero3', 'upcast_trainable_non_lora', 'run_header',
-           'check_report_to', 'train', 'parse_args', 'train_cli']
+           'check_report_to', 'train', 'LogTable', 'log_table', 'parse_args', 'train_cli']
 
 # %% ../nbs/07b_train.ipynb #bef69e7f
 @dataclass
@@ -317,7 +317,8 @@ def train(model_args:ModelArguments, # model flags
     with training_args.main_process_first(desc='preprocessing cache'):   # one process builds the cache, the others then open it
         dataset = LazySupervisedDataset(data_args.data_path, data_args.image_folder, processor, template=model_args.version,
                                         model_max_length=training_args.model_max_length, image_aspect_ratio=data_args.image_aspect_ratio,
-                                        cache_dir=data_args.data_cache_dir, cache_workers=training_args.dataloader_num_workers)
+                                        cache_dir=data_args.data_cache_dir, cache_workers=training_args.dataloader_num_workers,
+                                        progress=main and not training_args.disable_tqdm)
     tok = processor.tokenizer
     llava_settings = RunSettings(model_args.model_name_or_path, model_args.version, data_args.image_aspect_ratio,
                                  training_args.model_max_length, settings.to_dict(), settings.method,
@@ -326,6 +327,8 @@ def train(model_args:ModelArguments, # model flags
     # 5. train (resuming like the original when checkpoints exist)
     trainer = LLaVATrainer(model=model, args=training_args, train_dataset=dataset, data_collator=data_collator(dataset),
                            processing_class=processor, callbacks=callbacks, llava_settings=llava_settings)
+    notebook = training_args.disable_tqdm and transformers.utils.is_in_notebook()
+    if notebook: trainer.remove_callback(transformers.trainer_callback.PrinterCallback)   # its dicts of strings: a table at the end instead
     if training_args.should_save:   # staging folders of saves that were killed: complete ones are published, the rest deleted
         for name in recover_staged_checkpoints(training_args.output_dir): say(f"llava_lora_train: note: {name} was complete when its save was interrupted: published")
     resume = _resume_point(training_args)
@@ -333,6 +336,9 @@ def train(model_args:ModelArguments, # model flags
         for f in sorted(Path(resume).glob('*.safetensors')): check_safetensors(f)
         say(f"llava_lora_train: resuming from {resume}")
     trainer.train(resume_from_checkpoint=resume)
+    if notebook and verbose:
+        from IPython.display import display
+        display(log_table(trainer.state.log_history))
     trainer.save_state()
     out = Path(training_args.output_dir)
     trainer.save_model(str(out))
@@ -340,6 +346,23 @@ def train(model_args:ModelArguments, # model flags
         import matplotlib.pyplot as plt
         plt.close(plot_loss(trainer.state.log_history, out/'loss.png'))
     return out
+
+# %% ../nbs/07b_train.ipynb #bbbc1267
+class LogTable(str):
+    "A markdown table that a notebook renders as a table."
+    def _repr_markdown_(self): return str(self)
+    def __repr__(self): return str(self)
+
+def log_table(log_history:list,  # `trainer.state.log_history`
+              max_rows:int=8      # at most this many logged steps, evenly spaced, first and last included
+             ) -> LogTable:
+    "The training logs of a `Trainer` run as a small markdown table: step, epoch, loss, gradient norm, learning rate."
+    rows = [r for r in log_history if 'loss' in r and 'step' in r]
+    if len(rows) > max_rows: rows = [rows[round(i * (len(rows) - 1) / (max_rows - 1))] for i in range(max_rows)]
+    cols = ('step', 'epoch', 'loss', 'grad_norm', 'learning_rate')
+    fmt = lambda v: '' if v is None else f'{v:.4g}' if isinstance(v, float) else str(v)
+    lines = ['| ' + ' | '.join(cols) + ' |', '|' + '---:|' * len(cols)]
+    return LogTable('\n'.join(lines + ['| ' + ' | '.join(fmt(r.get(c)) for c in cols) + ' |' for r in rows]))
 
 # %% ../nbs/07b_train.ipynb #72f925ef
 def parse_args(argv:list|None=None):
