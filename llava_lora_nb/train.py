@@ -19,7 +19,7 @@ from .trainer import (LLaVATrainer, is_projector_param, deepspeed_config, _ds_di
 # %% auto #0
 __all__ = ['TRAIN_HELP_NOTE', 'ModelArguments', 'DataArguments', 'TrainingArguments', 'check_architecture',
            'check_zero3_quantization', 'load_qlora_for_zero3', 'upcast_trainable_non_lora', 'run_header',
-           'check_report_to', 'train', 'LogTable', 'log_table', 'parse_args', 'train_cli']
+           'check_report_to', 'LogTable', 'log_table', 'train', 'parse_args', 'train_cli']
 
 # %% ../nbs/07b_train.ipynb #bef69e7f
 @dataclass
@@ -240,6 +240,23 @@ def check_report_to(report_to): # `--report_to`: a name, a list of names, 'all' 
         if fn and hasattr(iu, fn) and not getattr(iu, fn)():
             raise ValueError(f"--report_to {n}: the {pkg} package is not installed; install it (pip install {pkg}) or pass --report_to none")
 
+# %% ../nbs/07b_train.ipynb #bbbc1267
+class LogTable(str):
+    "A markdown table that a notebook renders as a table."
+    def _repr_markdown_(self): return str(self)
+    def __repr__(self): return str(self)
+
+def log_table(log_history:list,  # `trainer.state.log_history`
+              max_rows:int=8      # at most this many logged steps, evenly spaced, first and last included
+             ) -> LogTable:
+    "The training logs of a `Trainer` run as a small markdown table: step, epoch, loss, gradient norm, learning rate."
+    rows = [r for r in log_history if 'loss' in r and 'step' in r]
+    if len(rows) > max_rows: rows = [rows[round(i * (len(rows) - 1) / (max_rows - 1))] for i in range(max_rows)]
+    cols = ('step', 'epoch', 'loss', 'grad_norm', 'learning_rate')
+    fmt = lambda v: '' if v is None else f'{v:.4g}' if isinstance(v, float) else str(v)
+    lines = ['| ' + ' | '.join(cols) + ' |', '|' + '---:|' * len(cols)]
+    return LogTable('\n'.join(lines + ['| ' + ' | '.join(fmt(r.get(c)) for c in cols) + ' |' for r in rows]))
+
 # %% ../nbs/07b_train.ipynb #f0d01900
 def _compute_dtype(training_args):
     return torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else torch.float32
@@ -346,23 +363,6 @@ def train(model_args:ModelArguments, # model flags
         import matplotlib.pyplot as plt
         plt.close(plot_loss(trainer.state.log_history, out/'loss.png'))
     return out
-
-# %% ../nbs/07b_train.ipynb #bbbc1267
-class LogTable(str):
-    "A markdown table that a notebook renders as a table."
-    def _repr_markdown_(self): return str(self)
-    def __repr__(self): return str(self)
-
-def log_table(log_history:list,  # `trainer.state.log_history`
-              max_rows:int=8      # at most this many logged steps, evenly spaced, first and last included
-             ) -> LogTable:
-    "The training logs of a `Trainer` run as a small markdown table: step, epoch, loss, gradient norm, learning rate."
-    rows = [r for r in log_history if 'loss' in r and 'step' in r]
-    if len(rows) > max_rows: rows = [rows[round(i * (len(rows) - 1) / (max_rows - 1))] for i in range(max_rows)]
-    cols = ('step', 'epoch', 'loss', 'grad_norm', 'learning_rate')
-    fmt = lambda v: '' if v is None else f'{v:.4g}' if isinstance(v, float) else str(v)
-    lines = ['| ' + ' | '.join(cols) + ' |', '|' + '---:|' * len(cols)]
-    return LogTable('\n'.join(lines + ['| ' + ' | '.join(fmt(r.get(c)) for c in cols) + ' |' for r in rows]))
 
 # %% ../nbs/07b_train.ipynb #72f925ef
 def parse_args(argv:list|None=None):
