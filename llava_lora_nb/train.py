@@ -353,7 +353,7 @@ def train(model_args:ModelArguments, # model flags
         for f in sorted(Path(resume).glob('*.safetensors')): check_safetensors(f)
         say(f"llava_lora_train: resuming from {resume}")
     trainer.train(resume_from_checkpoint=resume)
-    if notebook and verbose:
+    if notebook and verbose and any('loss' in r for r in trainer.state.log_history):
         from IPython.display import display
         display(log_table(trainer.state.log_history))
     trainer.save_state()
