@@ -235,6 +235,7 @@ def _eval_main(argv):
     p.add_argument('--turns', default='last', choices=['last', 'each'], help='ask the last question of each record, or each (default last)')
     p.add_argument('--max_new_tokens', type=int, default=16, help='answer length limit (default 16)')
     p.add_argument('--limit', type=int, default=None, help='evaluate the first N records only')
+    p.add_argument('--quiet', action='store_true', help='no progress bars')
     a = p.parse_args(argv)
     from llava_lora_nb.records import load_records
     results, records = {}, load_records(a.data)
@@ -242,7 +243,8 @@ def _eval_main(argv):
         model, processor, settings = load_for_inference(path, _base_flag(path, a.model_base), device=a.device,
                                                         allow_other_base=a.allow_other_base)
         template, ar = _cfg(a, settings)
-        results[name] = evaluate(model, processor, records, a.image_folder, template, ar, a.turns, a.max_new_tokens, a.limit)
+        results[name] = evaluate(model, processor, records, a.image_folder, template, ar, a.turns, a.max_new_tokens, a.limit,
+                                 progress=not a.quiet)
         del model
     res = side_by_side(results)
     summary = {nm: {**s, 'model_path': str(pth)} for (nm, s), pth in zip(res.summary.items(), [a.model_path, a.compare])}
