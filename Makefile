@@ -16,9 +16,10 @@ $(STAMP): settings.ini setup.py constraints.txt
 
 install: $(STAMP)
 
-## The main job on the embedded tiny default: data -> LoRA finetune -> eval -> merge -> predict.
+## The main job on the embedded tiny default: data -> LoRA finetune -> eval -> merge -> predict
+## (again: replaces the previous demo_out; the console script alone refuses to, without --overwrite).
 demo: install
-	$(BIN)/llava_lora_demo --output_dir demo_out
+	$(BIN)/llava_lora_demo --output_dir demo_out --overwrite
 
 ## Everything CI runs.
 test: install

@@ -10,7 +10,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['USAGE_ERROR', 'STARTUP_NOISE', 'LlavaLoraError', 'ArgumentParser', 'run_cli', 'staged_folder', 'unreadable_file',
-           'check_safetensors', 'progress', 'quiet_startup_noise']
+           'check_safetensors', 'in_notebook', 'progress', 'needs', 'quiet_startup_noise']
 
 # %% ../nbs/00_core.ipynb #1f4acecc
 class LlavaLoraError(ValueError):
@@ -93,6 +93,12 @@ def check_safetensors(path) -> Path:
     return Path(path)
 
 # %% ../nbs/00_core.ipynb #ba31cfe0
+def in_notebook()->bool:
+    "Whether this runs in a Jupyter kernel (where widgets can be shown), not in a terminal, a script or `nbdev_test`."
+    ip = sys.modules.get('IPython')   # not imported here: a process that never loaded IPython is no notebook
+    shell = ip.get_ipython() if ip is not None and hasattr(ip, 'get_ipython') else None
+    return getattr(shell, 'kernel', None) is not None
+
 _FINISHED_BAR = None
 
 def _finished_bar_class():
@@ -118,10 +124,30 @@ def _finished_bar_class():
 def progress(iterable=None, # what to iterate over (or None, with `total=`, for a manual bar)
              **kwargs):     # tqdm's arguments: desc, total, leave, disable, ...
     "A `tqdm` bar: text in a terminal; in Jupyter a widget whose saved output is the finished bar, never a frozen 0%."
-    from tqdm.auto import tqdm
-    try: from tqdm.notebook import tqdm_notebook
-    except ImportError: return tqdm(iterable, **kwargs)
-    return (_finished_bar_class() if issubclass(tqdm, tqdm_notebook) else tqdm)(iterable, **kwargs)
+    from tqdm.std import tqdm
+    if not in_notebook(): return tqdm(iterable, **kwargs)
+    from tqdm.notebook import IProgress   # None without ipywidgets: then the text bar
+    return (tqdm if IProgress is None else _finished_bar_class())(iterable, **kwargs)
+
+# %% ../nbs/00_core.ipynb #daa3587e
+def _in_hf_cache(repo_id:str) -> bool:
+    "Whether `repo_id` is a local folder or a model whose `config.json` is in the local Hugging Face cache."
+    if Path(repo_id).is_dir(): return True
+    from huggingface_hub import try_to_load_from_cache
+    return isinstance(try_to_load_from_cache(repo_id, 'config.json'), str)
+
+def needs(cuda:bool=False,   # a CUDA GPU
+          hub=(),            # Hub model ids that must be in the local Hugging Face cache (or local folders)
+          files=()) -> bool: # files or folders that must exist (relative to the working directory)
+    "True when a full-size cell has what it needs; otherwise print one line `skipped: needs ...` and return False."
+    missing = []
+    if cuda:
+        import torch
+        if not torch.cuda.is_available(): missing.append('a CUDA GPU')
+    if absent := [h for h in hub if not _in_hf_cache(h)]: missing.append(' and '.join(absent) + ' in the local Hugging Face cache')
+    missing += [str(f) for f in files if not Path(f).exists()]
+    if missing: print('skipped: needs ' + ' and '.join(missing))
+    return not missing
 
 # %% ../nbs/00_core.ipynb #8cd9da9a
 class _DropStartupNoise(logging.Filter):
@@ -130,7 +156,8 @@ class _DropStartupNoise(logging.Filter):
     def filter(self, record): return not str(record.msg).startswith(self.prefixes)
 
 STARTUP_NOISE = {'bitsandbytes.backends.cpu.ops': 'Failed to load CPU gemm_4bit_forward from kernels-community',
-                 'DeepSpeed': 'Setting accelerator to CPU'}
+                 'DeepSpeed': 'Setting accelerator to CPU',
+                 'transformers.trainer_utils': 'mtime may not be reliable on this filesystem'}
 
 def quiet_startup_noise():
     "Install (once) the filters that drop the known start-up lines of bitsandbytes and DeepSpeed."

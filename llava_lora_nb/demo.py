@@ -32,7 +32,8 @@ def run_demo(output_dir='demo_out',       # everything is written here
     "The main job on the embedded tiny default: data -> LoRA finetune -> evaluate base and finetuned -> merge (verified) -> reload and predict."
     from transformers import LlavaForConditionalGeneration
     from llava_lora_nb.train import ModelArguments, DataArguments, TrainingArguments, train
-    from llava_lora_nb.live import LiveTrainingCallback, in_notebook
+    from llava_lora_nb.core import in_notebook
+    from llava_lora_nb.live import LiveTrainingCallback
     from llava_lora_nb.merge import merge_lora
     from llava_lora_nb.validate import load_for_inference, evaluate, predict
     out = Path(output_dir)

@@ -5,19 +5,13 @@
 # %% ../nbs/07c_live.ipynb #2d0050d2
 from __future__ import annotations
 import sys, time
-from .core import quiet_startup_noise  # first, as in every module: drops the known start-up lines
+from .core import quiet_startup_noise, in_notebook  # first, as in every module: drops the known start-up lines
 import transformers
 
 # %% auto #0
-__all__ = ['in_notebook', 'log_line', 'LiveTrainingCallback']
+__all__ = ['log_line', 'LiveTrainingCallback']
 
 # %% ../nbs/07c_live.ipynb #4f21e07e
-def in_notebook()->bool:
-    "Whether this runs in a Jupyter kernel (where widgets can be shown), not in a terminal or a script."
-    ip = sys.modules.get('IPython')   # not imported here: a process that never loaded IPython is no notebook
-    shell = ip.get_ipython() if ip is not None and hasattr(ip, 'get_ipython') else None
-    return getattr(shell, 'kernel', None) is not None
-
 def _num(v):
     "`v` as a float, or None when it is not a number (a log may hold strings)."
     if isinstance(v, bool): return None

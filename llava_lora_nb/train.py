@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 import transformers
-from .core import LlavaLoraError, check_safetensors, run_cli
+from .core import LlavaLoraError, check_safetensors, run_cli, in_notebook
 from .loading import LoraFlags, LoraSettings
 from .output import RunSettings
 from .trainer import (LLaVATrainer, is_projector_param, deepspeed_config, _ds_dict, check_deepspeed_config,
@@ -19,7 +19,7 @@ from .trainer import (LLaVATrainer, is_projector_param, deepspeed_config, _ds_di
 # %% auto #0
 __all__ = ['TRAIN_HELP_NOTE', 'ModelArguments', 'DataArguments', 'TrainingArguments', 'check_architecture',
            'check_zero3_quantization', 'load_qlora_for_zero3', 'upcast_trainable_non_lora', 'run_header',
-           'check_report_to', 'train', 'parse_args', 'train_cli']
+           'check_report_to', 'LogTable', 'log_table', 'train', 'parse_args', 'train_cli']
 
 # %% ../nbs/07b_train.ipynb #bef69e7f
 @dataclass
@@ -240,6 +240,23 @@ def check_report_to(report_to): # `--report_to`: a name, a list of names, 'all' 
         if fn and hasattr(iu, fn) and not getattr(iu, fn)():
             raise ValueError(f"--report_to {n}: the {pkg} package is not installed; install it (pip install {pkg}) or pass --report_to none")
 
+# %% ../nbs/07b_train.ipynb #bbbc1267
+class LogTable(str):
+    "A markdown table that a notebook renders as a table."
+    def _repr_markdown_(self): return str(self)
+    def __repr__(self): return str(self)
+
+def log_table(log_history:list,  # `trainer.state.log_history`
+              max_rows:int=8      # at most this many logged steps, evenly spaced, first and last included
+             ) -> LogTable:
+    "The training logs of a `Trainer` run as a small markdown table: step, epoch, loss, gradient norm, learning rate."
+    rows = [r for r in log_history if 'loss' in r and 'step' in r]
+    if len(rows) > max_rows: rows = [rows[round(i * (len(rows) - 1) / (max_rows - 1))] for i in range(max_rows)]
+    cols = ('step', 'epoch', 'loss', 'grad_norm', 'learning_rate')
+    fmt = lambda v: '' if v is None else f'{v:.4g}' if isinstance(v, float) else str(v)
+    lines = ['| ' + ' | '.join(cols) + ' |', '|' + '---:|' * len(cols)]
+    return LogTable('\n'.join(lines + ['| ' + ' | '.join(fmt(r.get(c)) for c in cols) + ' |' for r in rows]))
+
 # %% ../nbs/07b_train.ipynb #f0d01900
 def _compute_dtype(training_args):
     return torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else torch.float32
@@ -317,7 +334,8 @@ def train(model_args:ModelArguments, # model flags
     with training_args.main_process_first(desc='preprocessing cache'):   # one process builds the cache, the others then open it
         dataset = LazySupervisedDataset(data_args.data_path, data_args.image_folder, processor, template=model_args.version,
                                         model_max_length=training_args.model_max_length, image_aspect_ratio=data_args.image_aspect_ratio,
-                                        cache_dir=data_args.data_cache_dir, cache_workers=training_args.dataloader_num_workers)
+                                        cache_dir=data_args.data_cache_dir, cache_workers=training_args.dataloader_num_workers,
+                                        progress=main and not training_args.disable_tqdm)
     tok = processor.tokenizer
     llava_settings = RunSettings(model_args.model_name_or_path, model_args.version, data_args.image_aspect_ratio,
                                  training_args.model_max_length, settings.to_dict(), settings.method,
@@ -326,6 +344,8 @@ def train(model_args:ModelArguments, # model flags
     # 5. train (resuming like the original when checkpoints exist)
     trainer = LLaVATrainer(model=model, args=training_args, train_dataset=dataset, data_collator=data_collator(dataset),
                            processing_class=processor, callbacks=callbacks, llava_settings=llava_settings)
+    notebook = training_args.disable_tqdm and in_notebook()
+    if notebook: trainer.remove_callback(transformers.trainer_callback.PrinterCallback)   # its dicts of strings: a table at the end instead
     if training_args.should_save:   # staging folders of saves that were killed: complete ones are published, the rest deleted
         for name in recover_staged_checkpoints(training_args.output_dir): say(f"llava_lora_train: note: {name} was complete when its save was interrupted: published")
     resume = _resume_point(training_args)
@@ -333,6 +353,9 @@ def train(model_args:ModelArguments, # model flags
         for f in sorted(Path(resume).glob('*.safetensors')): check_safetensors(f)
         say(f"llava_lora_train: resuming from {resume}")
     trainer.train(resume_from_checkpoint=resume)
+    if notebook and verbose and any('loss' in r for r in trainer.state.log_history):
+        from IPython.display import display
+        display(log_table(trainer.state.log_history))
     trainer.save_state()
     out = Path(training_args.output_dir)
     trainer.save_model(str(out))

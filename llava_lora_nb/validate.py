@@ -13,7 +13,7 @@ from .output import OutputError, RunSettings, output_kind, is_adapter_dir, load_
 
 # %% auto #0
 __all__ = ['load_for_inference', 'generate_answer', 'predict', 'normalize_answer', 'exact_match', 'heldout_questions',
-           'EvalResult', 'evaluate', 'side_by_side', 'gallery_html', 'gallery', 'predict_cli', 'eval_cli']
+           'EvalResult', 'evaluate', 'side_by_side', 'shown_text', 'gallery_html', 'gallery', 'predict_cli', 'eval_cli']
 
 # %% ../nbs/09_validate.ipynb #7c56b2ef
 def load_for_inference(model_path,          # merged checkpoint folder, or a training output folder (or its checkpoint-N)
@@ -163,6 +163,11 @@ def _img_tag(image_folder, image, size=96):
     buf = io.BytesIO(); im.resize((size, size)).save(buf, 'PNG')
     return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}" width="{size}" height="{size}">'
 
+def shown_text(s) -> str:
+    "`s` with each control, unassigned or replacement character (a random model's byte soup) written as its escape, `\\x00`, `\\ufffd`."
+    import unicodedata
+    return ''.join(ascii(c)[1:-1] if c == '\ufffd' or unicodedata.category(c)[0] == 'C' else c for c in str(s))
+
 def gallery_html(rows, image_folder, max_items:int=24) -> str:
     "HTML grid of images with question, reference and each model's answer (rows from `side_by_side` or `evaluate`)."
     cards = []
@@ -170,7 +175,7 @@ def gallery_html(rows, image_folder, max_items:int=24) -> str:
         answers = r.get('answers', {'answer': r.get('answer')}); correct = r.get('correct')
         correct = correct if isinstance(correct, dict) else {'answer': correct}
         lines = ''.join(f'<div style="color:{"#1a7f37" if correct.get(nm) else "#cf222e"}"><b>{html.escape(nm)}:</b> '
-                        f'{html.escape(str(a))}</div>' for nm, a in answers.items())
+                        f'{html.escape(shown_text(a))}</div>' for nm, a in answers.items())
         img = _img_tag(image_folder, r['image']) if r.get('image') else '<div style="width:96px;height:96px">(text only)</div>'
         cards.append(f'<div style="border:1px solid #ccc;border-radius:6px;padding:6px;width:210px;font-size:12px">{img}'
                      f'<div><i>{html.escape(str(r["question"] or r.get("error") or ""))}</i></div><div>reference: {html.escape(str(r["reference"] or ""))}</div>{lines}</div>')
@@ -230,6 +235,7 @@ def _eval_main(argv):
     p.add_argument('--turns', default='last', choices=['last', 'each'], help='ask the last question of each record, or each (default last)')
     p.add_argument('--max_new_tokens', type=int, default=16, help='answer length limit (default 16)')
     p.add_argument('--limit', type=int, default=None, help='evaluate the first N records only')
+    p.add_argument('--quiet', action='store_true', help='no progress bars')
     a = p.parse_args(argv)
     from llava_lora_nb.records import load_records
     results, records = {}, load_records(a.data)
@@ -237,7 +243,8 @@ def _eval_main(argv):
         model, processor, settings = load_for_inference(path, _base_flag(path, a.model_base), device=a.device,
                                                         allow_other_base=a.allow_other_base)
         template, ar = _cfg(a, settings)
-        results[name] = evaluate(model, processor, records, a.image_folder, template, ar, a.turns, a.max_new_tokens, a.limit)
+        results[name] = evaluate(model, processor, records, a.image_folder, template, ar, a.turns, a.max_new_tokens, a.limit,
+                                 progress=not a.quiet)
         del model
     res = side_by_side(results)
     summary = {nm: {**s, 'model_path': str(pth)} for (nm, s), pth in zip(res.summary.items(), [a.model_path, a.compare])}

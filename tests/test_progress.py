@@ -17,3 +17,13 @@ def test_saved_bar_is_finished():
     assert texts[1] == '', texts                                                 # a transient bar leaves nothing
     assert not any('0%|' in t and '100%' not in t for t in texts), texts
     assert any(o['output_type'] == 'stream' and 'done' in o['text'] for o in outs)
+
+def test_text_bar_after_ipykernel_import():
+    "A process that imported `ipykernel` (a test worker after a notebook, a script using widgets) still gets the text bar."
+    import subprocess, sys
+    code = ("import io, ipykernel.zmqshell\n"          # what makes tqdm.auto choose its notebook bar
+            "from llava_lora_nb.core import progress, in_notebook\n"
+            "err = io.StringIO(); bar = progress(range(3), desc='checking', file=err); list(bar)\n"
+            "assert not in_notebook() and type(bar).__name__ == 'tqdm' and '3/3' in err.getvalue(), (type(bar), err.getvalue())\n")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

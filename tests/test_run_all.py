@@ -1,0 +1,24 @@
+"""JupyterLab's Run All on a CPU with no network: every cell of the tutorial, `#| cuda`/`#| slow` flags ignored (as
+`jupyter nbconvert --execute` ignores them), runs without error; the full-size cells say in one line why they skipped."""
+import os
+import nbformat
+from nbconvert.preprocessors import ExecutePreprocessor
+from conftest import ROOT
+
+def _flagged(src): return any(l.strip().replace(' ', '') in ('#|cuda', '#|slow') for l in src.splitlines())
+
+def test_tutorial_run_all(monkeypatch):
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1'); monkeypatch.setenv('TRANSFORMERS_OFFLINE', '1')
+    monkeypatch.setenv('TOKENIZERS_PARALLELISM', 'false')
+    monkeypatch.setenv('PYTHONPATH', os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))   # this checkout's library
+    nb = nbformat.read(ROOT/'nbs'/'10_tutorial.ipynb', as_version=4)
+    ExecutePreprocessor(timeout=600, kernel_name='python3').preprocess(nb, {'metadata': {'path': str(ROOT/'nbs')}})  # raises on an error
+    flagged = [c for c in nb.cells if c.cell_type == 'code' and _flagged(c.source)]
+    assert flagged
+    import torch
+    for c in flagged:
+        assert 'needs(' in c.source, f"a full-size cell checks what it needs first: {c.source[:80]!r}"
+        text = ''.join(o.get('text', '') for o in c.outputs if o.output_type == 'stream')
+        if not torch.cuda.is_available():   # no GPU here: each says so in one line, and does nothing else
+            assert text.startswith('skipped: needs a CUDA GPU') and text.count('\n') == 1, (c.source[:80], text)
+    assert not [o for c in nb.cells for o in c.get('outputs', []) if o.output_type == 'error']
