@@ -7,7 +7,8 @@
 Each notebook runs top to bottom in a fresh kernel (cwd `nbs/`, no network needed), skipping what `nbdev_test`
 skips: cells flagged `slow` or `cuda` (their outputs are cleared: they need a GPU, the hub or minutes), `#| eval: false`
 and the `nbdev_export()` cell. The result is written to a temporary file next to the notebook and renamed over it
-only when the whole notebook ran; then `nbdev_clean` strips the metadata, as for any commit. A notebook that
+only when the whole notebook ran (without the saved widget state: GitHub shows a widget's text form, the finished
+bar); then `nbdev_clean` strips the metadata, as for any commit. A notebook that
 fails is left as it was and named, with its error, in the exit status.
 """
 from __future__ import annotations
@@ -63,6 +64,7 @@ def run_one(path:str, timeout:int=1200) -> tuple[str, float, str|None]:
             if v is None: os.environ.pop(k, None)
             else: os.environ[k] = v
     for j, i in enumerate(idx): nb.cells[i] = run.cells[j]
+    nb.metadata.pop('widgets', None)   # widget state: kilobytes per bar; GitHub shows each widget's text form (the finished bar)
     tmp = path.with_name(f'.{path.name}.running')
     nbformat.write(nb, tmp)
     os.replace(tmp, path)
