@@ -4,13 +4,13 @@
 
 # %% ../nbs/00_core.ipynb #9b66e35f
 from __future__ import annotations
-import argparse, logging, os, shutil, sys
+import argparse, logging, os, shutil, sys, warnings
 from contextlib import contextmanager
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['USAGE_ERROR', 'STARTUP_NOISE', 'LlavaLoraError', 'ArgumentParser', 'run_cli', 'staged_folder', 'unreadable_file',
-           'check_safetensors', 'in_notebook', 'progress', 'needs', 'quiet_startup_noise']
+__all__ = ['USAGE_ERROR', 'STARTUP_NOISE', 'NOISE_WARNINGS', 'LlavaLoraError', 'ArgumentParser', 'run_cli', 'staged_folder',
+           'unreadable_file', 'check_safetensors', 'in_notebook', 'progress', 'needs', 'quiet_startup_noise']
 
 # %% ../nbs/00_core.ipynb #1f4acecc
 class LlavaLoraError(ValueError):
@@ -157,10 +157,14 @@ class _DropStartupNoise(logging.Filter):
 
 STARTUP_NOISE = {'bitsandbytes.backends.cpu.ops': 'Failed to load CPU gemm_4bit_forward from kernels-community',
                  'DeepSpeed': 'Setting accelerator to CPU',
-                 'transformers.trainer_utils': 'mtime may not be reliable on this filesystem'}
+                 'transformers.trainer_utils': 'mtime may not be reliable on this filesystem',
+                 'transformers.configuration_utils': 'You are using a model of type `llava_'}   # an original checkpoint's tokenizer
+
+NOISE_WARNINGS = [(FutureWarning, r'`(is_gradient_checkpointing|gradient_checkpointing_enable)` is deprecated')]   # PEFT's calls of transformers aliases
 
 def quiet_startup_noise():
-    "Install (once) the filters that drop the known start-up lines of bitsandbytes and DeepSpeed."
+    "Install (once) the filters that drop the known harmless lines of bitsandbytes, DeepSpeed, the `Trainer` and PEFT."
+    for category, message in NOISE_WARNINGS: warnings.filterwarnings('ignore', message=message, category=category)
     for name, prefix in STARTUP_NOISE.items():
         log = logging.getLogger(name)
         if not any(isinstance(f, _DropStartupNoise) for f in log.filters): log.addFilter(_DropStartupNoise(prefix))

@@ -353,7 +353,8 @@ def load_for_training(model_name_or_path,            # Hub id or local folder (l
         from peft import prepare_model_for_kbit_training
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing, gradient_checkpointing_kwargs=gc_kw)
     elif gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kw)
+        if hasattr(model, 'activation_checkpointing_enable'): model.activation_checkpointing_enable(activation_checkpointing_kwargs=gc_kw)
+        else: model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kw)   # transformers before 5
         model.enable_input_require_grads()
     if settings.method == 'projector':
         model.requires_grad_(False)

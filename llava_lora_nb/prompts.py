@@ -182,7 +182,7 @@ def _encode(text, tok, spans=(), record_id=None,
     if use_offsets:
         if has_literal: ids, offs = _encode_literal(text, tok, literal, who)
         else:
-            enc = tok(text, add_special_tokens=True, return_offsets_mapping=True)
+            enc = tok(text, add_special_tokens=True, return_offsets_mapping=True, verbose=False)   # we check the length ourselves
             ids, offs = list(enc['input_ids']), enc['offset_mapping']
         cover = _span_tokens(offs, spans)
         for (s, e, _), idx in zip(spans, cover):
@@ -190,9 +190,9 @@ def _encode(text, tok, spans=(), record_id=None,
                 raise DataError(f"{who}the tokenizer merges the end of the prompt {text[offs[idx[0]][0]:s]!r} with the start of the answer into one token, "
                                 "so the prompt at inference would not match training: use a template whose role ends in ':' followed by a space")
         return ids, cover
-    ids = list(tok(text, add_special_tokens=True)['input_ids'])
+    ids = list(tok(text, add_special_tokens=True, verbose=False)['input_ids'])
     def n_tokens(b):
-        pre = list(tok(text[:b], add_special_tokens=True)['input_ids'])
+        pre = list(tok(text[:b], add_special_tokens=True, verbose=False)['input_ids'])
         if ids[:len(pre)] != pre: raise DataError(f"{who}the tokenization of the prompt changes at character {b} ({text[max(0,b-20):b+20]!r}): cannot place the answer")
         return len(pre)
     return ids, [list(range(n_tokens(s), n_tokens(e))) for s, e, _ in spans]

@@ -284,6 +284,9 @@ class LLaVATrainer(transformers.Trainer):
     "`transformers.Trainer` with LLaVA's modality-grouped sampler and projector LR, complete checkpoints and full resume."
     def __init__(self, *args, llava_settings:RunSettings|dict|None=None, **kwargs):
         super().__init__(*args, **kwargs)
+        acc = getattr(torch, 'accelerator', None)   # pinned memory needs a GPU; without one torch warns at every epoch
+        if self.args.dataloader_pin_memory and not (acc.is_available() if acc is not None else torch.cuda.is_available()):
+            self.args.dataloader_pin_memory = False
         self.llava_settings = llava_settings if isinstance(llava_settings, RunSettings) else RunSettings(**(llava_settings or {}))
         if any(getattr(cb, 'replaces_progress', False) for cb in self.callback_handler.callbacks):   # `LiveTrainingCallback`
             for cb in [c for c in self.callback_handler.callbacks
