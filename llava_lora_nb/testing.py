@@ -296,9 +296,9 @@ def save_tiny_original_next_checkpoint(path,                 # folder to write: 
     proc = tiny_next_processor()
     model = tiny_next(seed=seed, tokenizer=proc.tokenizer)
     arch_kw = {} if arch == 'llama' else dict(architectures=['LlavaMistralForCausalLM'], model_type='llava_mistral', sliding_window=None)
-    return _write_original(model, proc, path, clip_path, include_vision_tower, image_aspect_ratio='anyres',
-                           image_grid_pinpoints=model.config.image_grid_pinpoints, mm_patch_merge_type='spatial_unpad',
-                           unfreeze_mm_vision_tower=False, **{**arch_kw, **cfg_extra})
+    kw = dict(image_aspect_ratio='anyres', image_grid_pinpoints=model.config.image_grid_pinpoints,
+              mm_patch_merge_type='spatial_unpad', unfreeze_mm_vision_tower=False)
+    return _write_original(model, proc, path, clip_path, include_vision_tower, **{**kw, **arch_kw, **cfg_extra})
 
 
 # %% ../nbs/90_testing.ipynb #d375df6a
