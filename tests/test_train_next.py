@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest, torch
 
 HERE = Path(__file__).resolve()
-DATA_SIDE = "waits on the data side of issue 16: LazySupervisedDataset does not yet give image_sizes for a LlavaNextProcessor"
+DATA_SIDE = ("waits on the data side of issue 16: LazySupervisedDataset / build_inference_inputs do not yet give "
+             "image_sizes (any-resolution tiles) for a LlavaNextProcessor")
 
 def _free_port():
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
@@ -82,3 +83,20 @@ def test_next_deepspeed_text_only(tmp_path, next_ckpt, stage):
     model, proc, _ = load_adapter_model(out)
     assert type(model.get_base_model()).__name__ == 'LlavaNextForConditionalGeneration'
     assert all(p.numel() > 0 for p in model.parameters())
+
+def test_next_predict_evaluate_gallery_with_images(tmp_path, next_ckpt, next_shapes):
+    "predict / evaluate / gallery on a NeXT model with images of several aspect ratios: `image_sizes` reaches `generate`."
+    data, folder = next_shapes
+    from PIL import Image
+    from llava_lora_nb.prompts import build_inference_inputs
+    from llava_lora_nb.testing import make_tiny_adapter
+    from llava_lora_nb.validate import load_for_inference, predict, evaluate, gallery
+    model, proc, _ = load_for_inference(make_tiny_adapter(next_ckpt, tmp_path/'run'))
+    recs = [r for r in json.loads(Path(data).read_text()) if 'image' in r]
+    img = Image.open(Path(folder)/recs[0]['image'])
+    if 'image_sizes' not in build_inference_inputs('What colour is the shape?', proc, image=img): pytest.skip(DATA_SIDE)
+    a = predict(model, proc, img, 'What colour is the shape?', max_new_tokens=4)
+    assert isinstance(a, str) and a == predict(model, proc, img, 'What colour is the shape?', max_new_tokens=4)
+    res = evaluate(model, proc, recs[:4], folder, max_new_tokens=3, progress=False)
+    assert res.summary['n'] == 4 and not res.summary.get('failed'), res.rows
+    assert gallery(res.rows, folder).data.count('<img') == 4
