@@ -100,3 +100,21 @@ def test_next_predict_evaluate_gallery_with_images(tmp_path, next_ckpt, next_sha
     res = evaluate(model, proc, recs[:4], folder, max_new_tokens=3, progress=False)
     assert res.summary['n'] == 4 and not res.summary.get('failed'), res.rows
     assert gallery(res.rows, folder).data.count('<img') == 4
+
+def test_next_resume_restores_image_newline(tmp_path, next_ckpt, capsys):
+    "A NeXT run stopped at a checkpoint resumes from it: the checkpoint's image_newline (a non-LoRA trainable) is the one training continues from."
+    from safetensors.torch import load_file, save_file
+    from llava_lora_nb.testing import make_shapes_dataset
+    from llava_lora_nb.train import parse_args, train
+    data = make_shapes_dataset(tmp_path/'text', n=16, seed=0, text_only=1.0)
+    flags = _flags(next_ckpt, data, tmp_path/'text', tmp_path/'out', '--save_steps', '2', '--weight_decay', '0.0')
+    train(*parse_args(flags + ['--max_steps', '2']), verbose=False)
+    ck = tmp_path/'out'/'checkpoint-2'
+    nl = load_file(str(ck/'non_lora_trainables.safetensors'))
+    marked = torch.full_like(nl['base_model.model.model.image_newline'], 0.25)   # text-only steps never move it: a value to find again
+    save_file({**nl, 'base_model.model.model.image_newline': marked}, str(ck/'non_lora_trainables.safetensors'), metadata={'format': 'pt'})
+    capsys.readouterr()
+    out = train(*parse_args(flags + ['--max_steps', '4']), verbose=True)
+    assert f"resuming from {ck}" in capsys.readouterr().out
+    assert json.loads((out/'trainer_state.json').read_text())['global_step'] == 4
+    assert torch.equal(load_file(str(out/'non_lora_trainables.safetensors'))['base_model.model.model.image_newline'], marked)
