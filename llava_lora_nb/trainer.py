@@ -215,6 +215,11 @@ def load_pretrain_mm_mlp_adapter(model, # the model (PEFT-wrapped or not)
     proj = next((m for n, m in model.named_modules() if n.endswith('multi_modal_projector')), None)
     if proj is None: raise ValueError("the model has no multi_modal_projector to load --pretrain_mm_mlp_adapter into")
     own = dict(proj.named_parameters())
+    extras = {k.split('.')[-1]: v for k, v in read_mm_projector(path).items() if 'multi_modal_projector' not in k}
+    have = {n.split('.')[-1]: p for n, p in model.named_parameters() if n.split('.')[-1] in extras}
+    if set(extras) - set(have):   # checked before anything is copied
+        raise ValueError(f"{path} holds {sorted(set(extras) - set(have))} but the model has no such parameter: "
+                         "is it a LLaVA-NeXT projector loaded into a LLaVA-1.5 model?")
     bad = [k for k in mapped if k.replace('modules_to_save.default.', '') not in {n.replace('modules_to_save.default.', '') for n in own}]
     if bad: raise ValueError(f"{path}: keys {bad} do not match the projector ({sorted(own)})")
     with _gathered(list(own.values())), torch.no_grad():
@@ -223,12 +228,7 @@ def load_pretrain_mm_mlp_adapter(model, # the model (PEFT-wrapped or not)
             if k in mapped:
                 if mapped[k].shape != p.shape: raise ValueError(f"{path}: {k} has shape {tuple(mapped[k].shape)}, the projector {tuple(p.shape)}")
                 p.copy_(mapped[k].to(p.dtype))
-    extras = {k.split('.')[-1]: v for k, v in read_mm_projector(path).items() if 'multi_modal_projector' not in k}
     if extras:   # LLaVA-NeXT's `image_newline`
-        have = {n.split('.')[-1]: p for n, p in model.named_parameters() if n.split('.')[-1] in extras}
-        if set(extras) - set(have):
-            raise ValueError(f"{path} holds {sorted(set(extras) - set(have))} but the model has no such parameter: "
-                             "is it a LLaVA-NeXT projector loaded into a LLaVA-1.5 model?")
         with _gathered(list(have.values())), torch.no_grad():
             for k, p in have.items():
                 if extras[k].shape != p.shape: raise ValueError(f"{path}: {k} has shape {tuple(extras[k].shape)}, the model {tuple(p.shape)}")
