@@ -9,11 +9,14 @@ from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Optional
 import torch
+from .core import LlavaLoraError
+from .families import family_of
 from .targets import lora_target_modules, lm_linear_paths, trainable_report, param_numel, _base, projector_key_from_original
 
 # %% auto #0
-__all__ = ['KNOWN_CLIP', 'LoraFlags', 'LoraSettings', 'compute_dtype', 'is_original_llava', 'convert_original_llava',
-           'llava_hf_folder', 'load_llava', 'projector_of', 'vision_tower_of', 'load_for_training']
+__all__ = ['KNOWN_CLIP', 'MERGE_TYPES_NEXT', 'LoraFlags', 'LoraSettings', 'compute_dtype', 'is_original_llava',
+           'check_convertible', 'convert_original_llava', 'llava_hf_folder', 'load_llava', 'projector_of',
+           'extra_trainables_of', 'set_projector_trainable', 'vision_tower_of', 'load_for_training']
 
 # %% ../nbs/05_loading.ipynb #633f3fd4
 @dataclass
@@ -118,10 +121,12 @@ def _read_config(path) -> Optional[dict]:
 
 def is_original_llava(path, # local folder (or Hub id) of a LLaVA checkpoint
                      ) -> bool:
-    "True if `path` holds a checkpoint in the original LLaVA layout (`LlavaLlamaForCausalLM`, `mm_vision_tower` in config)."
+    "True if `path` holds a checkpoint in the original LLaVA layout (`LlavaLlamaForCausalLM` / `LlavaMistralForCausalLM`, `mm_vision_tower` in config)."
     cfg = _read_config(path)
     if not cfg or 'vision_config' in cfg: return False
-    return 'LlavaLlamaForCausalLM' in (cfg.get('architectures') or []) or 'mm_vision_tower' in cfg or cfg.get('model_type') == 'llava_llama'
+    archs = cfg.get('architectures') or []
+    return ('LlavaLlamaForCausalLM' in archs or 'LlavaMistralForCausalLM' in archs or 'mm_vision_tower' in cfg
+            or cfg.get('model_type') in ('llava_llama', 'llava_mistral'))
 
 # %% ../nbs/05_loading.ipynb #330def37
 KNOWN_CLIP = {  # the vision towers original LLaVA checkpoints name, for when their config cannot be fetched
@@ -144,8 +149,9 @@ def _load_weights(f:Path) -> dict:
         return load_file(str(f))
     return torch.load(f, map_location='cpu', weights_only=True)
 
-def _convert_key(k:str) -> Optional[str]:
+def _convert_key(k:str, next_layout:bool=False) -> Optional[str]:  # next_layout: LLaVA-1.6, whose `model.image_newline` is kept
     "Original LLaVA key → llava-hf key (the layout `save_pretrained` writes); None to drop it."
+    if k == 'model.image_newline': return 'image_newline' if next_layout else None
     if k.endswith('.inv_freq') or 'image_newline' in k: return None
     if k.startswith('model.vision_tower.'):
         rest = k[len('model.vision_tower.'):]
@@ -182,14 +188,54 @@ def _image_processor(path:Path, clip_src, vcfg):
     s = vcfg.image_size
     return IP(size={'shortest_edge': s}, crop_size={'height': s, 'width': s})
 
+MERGE_TYPES_NEXT = ('spatial_unpad',)   # LLaVA-1.6's `mm_patch_merge_type`: what `LlavaNextForConditionalGeneration` computes
+
+def _pinpoints(cfg:dict, path) -> list:
+    "`image_grid_pinpoints` of an original config as a list of [height, width] (LLaVA also accepts it as a string)."
+    import ast
+    p = cfg.get('image_grid_pinpoints')
+    if isinstance(p, str):
+        try: p = ast.literal_eval(p)
+        except (ValueError, SyntaxError): p = None
+    if not p or not all(isinstance(x, (list, tuple)) and len(x) == 2 for x in p):
+        raise LlavaLoraError(f"{path}: image_aspect_ratio {cfg.get('image_aspect_ratio')!r} needs image_grid_pinpoints as a list of "
+                             f"[height, width] resolutions; config.json has image_grid_pinpoints={cfg.get('image_grid_pinpoints')!r}.")
+    return [list(map(int, x)) for x in p]
+
+def check_convertible(path, cfg:dict):
+    "Raise `LlavaLoraError` naming the folder and the config key when an original checkpoint is not one LLaVA-1.5 or LLaVA-NeXT computes."
+    ptype = cfg.get('mm_projector_type', 'linear')
+    if ptype != 'mlp2x_gelu':
+        raise NotImplementedError(f"{path}: mm_projector_type={ptype!r}; LlavaForConditionalGeneration / LlavaNextForConditionalGeneration "
+                                  "have LLaVA-1.5's two-layer GELU projector (mlp2x_gelu) only.")
+    ar, merge = str(cfg.get('image_aspect_ratio', 'pad')), str(cfg.get('mm_patch_merge_type', 'flat'))
+    if 'anyres' in ar:
+        if ar != 'anyres':
+            raise LlavaLoraError(f"{path}: image_aspect_ratio={ar!r} (LLaVA-OneVision style) is not converted; "
+                                 "only LLaVA-1.6's 'anyres' maps onto LlavaNextForConditionalGeneration.")
+        if merge not in MERGE_TYPES_NEXT:
+            raise LlavaLoraError(f"{path}: mm_patch_merge_type={merge!r} is not converted; LlavaNextForConditionalGeneration computes "
+                                 f"LLaVA-1.6's {' / '.join(MERGE_TYPES_NEXT)} (unpadded tiles, image_newline after each row).")
+        _pinpoints(cfg, path)
+    elif merge != 'flat':
+        raise LlavaLoraError(f"{path}: mm_patch_merge_type={merge!r} with image_aspect_ratio={ar!r} is not converted: "
+                             "LLaVA-1.5 checkpoints use 'flat', LLaVA-1.6 ones 'spatial_unpad' with 'anyres'.")
+
+def _next_image_processor(ip, pinpoints):
+    "A LLaVA-NeXT image processor with the CLIP processor `ip`'s sizes and normalisation and the checkpoint's grid."
+    try: from transformers import LlavaNextImageProcessorPil as IP
+    except ImportError: from transformers import LlavaNextImageProcessor as IP
+    return IP(size=dict(ip.size), crop_size=dict(ip.crop_size), image_mean=list(ip.image_mean), image_std=list(ip.image_std),
+              image_grid_pinpoints=pinpoints)
+
 def convert_original_llava(path,                   # folder of an original-layout LLaVA checkpoint
                            output_dir,             # where to write the llava-hf checkpoint (must not exist)
                            vision_tower=None,      # CLIP folder/Hub id to take the tower from (default: the checkpoint's, else `mm_vision_tower`)
                            pad_to_multiple_of:Optional[int]=None,  # round the vocabulary up (llava-hf used 64)
                           ) -> Path:
-    "Convert an original LLaVA (`LlavaLlamaForCausalLM`) checkpoint into a `LlavaForConditionalGeneration` folder with its `LlavaProcessor`."
+    "Convert an original LLaVA-1.5 (1.6) checkpoint into a `LlavaForConditionalGeneration` (`LlavaNextForConditionalGeneration`) folder with its processor."
     from safetensors.torch import save_file
-    from transformers import AutoTokenizer, AddedToken, LlamaConfig, LlavaConfig, LlavaProcessor
+    from transformers import AutoTokenizer, AddedToken, LlamaConfig, MistralConfig, LlavaConfig, LlavaProcessor, LlavaNextConfig, LlavaNextProcessor
     from llava_lora_nb.core import progress as tqdm  # tqdm.auto; a saved notebook shows the finished bar
     from llava_lora_nb.prompts import LLAVA_CHAT_TEMPLATE
     path, output_dir = Path(path), Path(output_dir)
@@ -199,11 +245,8 @@ def convert_original_llava(path,                   # folder of an original-layou
     if not is_original_llava(path): raise ValueError(f"{path} is not an original-layout LLaVA checkpoint (no LlavaLlamaForCausalLM / mm_vision_tower in config.json).")
     if output_dir.exists(): raise FileExistsError(f"{output_dir} exists: choose a new output folder or delete it.")
     cfg = json.loads((path/'config.json').read_text())
-    ptype = cfg.get('mm_projector_type', 'linear')
-    if ptype != 'mlp2x_gelu':
-        raise NotImplementedError(f"{path}: mm_projector_type={ptype!r}; LlavaForConditionalGeneration has LLaVA-1.5's two-layer GELU projector (mlp2x_gelu) only.")
-    if 'anyres' in str(cfg.get('image_aspect_ratio', '')) or 'spatial' in str(cfg.get('mm_patch_merge_type', 'flat')):
-        raise NotImplementedError(f"{path} is a LLaVA-1.6 (anyres) checkpoint: it converts to LlavaNextForConditionalGeneration, not handled here.")
+    check_convertible(path, cfg)
+    is_next = family_of(cfg).name == 'next'
     files = _weight_files(path)
     # tokenizer: add <image> and <pad> after the original vocabulary
     tok = AutoTokenizer.from_pretrained(str(path))
@@ -217,12 +260,16 @@ def convert_original_llava(path,                   # folder of an original-layou
     vcfg, clip_src = _vision_config(cfg.get('mm_vision_tower'), vision_tower)
     from llava_lora_nb.core import staged_folder
     with staged_folder(output_dir) as tmp:
-        out_files, index, has_tower, has_lm_head, embed = [], {}, False, False, None
+        out_files, index, has_tower, has_lm_head, embed, has_newline = [], {}, False, False, None, False
         for i, f in enumerate(tqdm(files, desc='converting shards', disable=len(files) < 2)):
             sd = {}
             for k, v in _load_weights(f).items():
-                nk = _convert_key(k)
+                nk = _convert_key(k, next_layout=is_next)
                 if nk is None: continue
+                if nk == 'image_newline':
+                    has_newline = True
+                    if v.ndim != 1 or v.shape[0] != cfg['hidden_size']:
+                        raise LlavaLoraError(f"{f}: {k} has shape {tuple(v.shape)}, expected ({cfg['hidden_size']},) (hidden_size).")
                 if nk.startswith('vision_tower.'):
                     has_tower = True
                     if vision_tower is not None: continue  # an explicitly named tower wins
@@ -238,6 +285,9 @@ def convert_original_llava(path,                   # folder of an original-layou
             save_file(sd, tmp/name, metadata={'format': 'pt'})
             index.update({k: name for k in sd})
             del sd
+        if is_next and not has_newline:
+            raise LlavaLoraError(f"{path}: no model.image_newline in the weights, but config.json says mm_patch_merge_type="
+                                 f"{cfg.get('mm_patch_merge_type')!r} (LLaVA-1.6 learns that embedding); the checkpoint is incomplete.")
         extra = {}
         if not has_lm_head:  # tied or missing lm_head: clone the embeddings (as transformers' converter does)
             if embed is None: raise ValueError(f"{path}: neither lm_head.weight nor model.embed_tokens.weight found.")
@@ -265,20 +315,25 @@ def convert_original_llava(path,                   # folder of an original-layou
                 'tokenizer_padding_side', 'tokenizer_model_max_length', 'image_grid_pinpoints'}
         t = {k: v for k, v in cfg.items() if k not in drop and not k.startswith('mm_')}
         t.update(vocab_size=nv, pad_token_id=tok.pad_token_id)
-        text = LlamaConfig(**t)
+        mistral = 'LlavaMistralForCausalLM' in (cfg.get('architectures') or []) or cfg.get('model_type') == 'llava_mistral'
+        text = (MistralConfig if mistral else LlamaConfig)(**t)
         strategy = 'default' if cfg.get('mm_vision_select_feature', 'patch') == 'patch' else 'full'
         n_img = (vcfg.image_size // vcfg.patch_size) ** 2 + (strategy == 'full')
-        lcfg = LlavaConfig(vision_config=vcfg, text_config=text, image_token_id=tok.convert_tokens_to_ids('<image>'),
-                           pad_token_id=tok.pad_token_id, vision_feature_layer=cfg.get('mm_vision_select_layer', -2),
-                           vision_feature_select_strategy=strategy, image_seq_length=n_img, projector_hidden_act='gelu',
-                           multimodal_projector_bias=True, tie_word_embeddings=False)
-        lcfg.architectures = ['LlavaForConditionalGeneration']
+        common = dict(vision_config=vcfg, text_config=text, image_token_id=tok.convert_tokens_to_ids('<image>'),
+                      pad_token_id=tok.pad_token_id, vision_feature_layer=cfg.get('mm_vision_select_layer', -2),
+                      vision_feature_select_strategy=strategy, image_seq_length=n_img, projector_hidden_act='gelu',
+                      multimodal_projector_bias=True, tie_word_embeddings=False)
+        if is_next: lcfg = LlavaNextConfig(**common, image_grid_pinpoints=_pinpoints(cfg, path))
+        else: lcfg = LlavaConfig(**common)
+        lcfg.architectures = [family_of(lcfg).model_class]
         if cfg.get('torch_dtype'): lcfg.dtype = cfg['torch_dtype']
         lcfg.save_pretrained(tmp)
         if (path/'generation_config.json').exists(): shutil.copy(path/'generation_config.json', tmp/'generation_config.json')
-        proc = LlavaProcessor(image_processor=_image_processor(path, clip_src, vcfg), tokenizer=tok, patch_size=vcfg.patch_size,
-                              vision_feature_select_strategy=strategy, num_additional_image_tokens=1,
-                              chat_template=LLAVA_CHAT_TEMPLATE, image_token='<image>')
+        ip = _image_processor(path, clip_src, vcfg)
+        if is_next and not type(ip).__name__.startswith('LlavaNext'): ip = _next_image_processor(ip, _pinpoints(cfg, path))
+        proc = (LlavaNextProcessor if is_next else LlavaProcessor)(
+            image_processor=ip, tokenizer=tok, patch_size=vcfg.patch_size, vision_feature_select_strategy=strategy,
+            num_additional_image_tokens=1, chat_template=LLAVA_CHAT_TEMPLATE, image_token='<image>')
         proc.save_pretrained(tmp)
         (tmp/'llava_original_source.json').write_text(json.dumps({'converted_from': str(path), 'vision_tower': clip_src,
                                                                    'image_aspect_ratio': cfg.get('image_aspect_ratio')}, indent=2))
@@ -309,14 +364,18 @@ def load_llava(model_name_or_path,             # Hub id or local folder: llava-h
                converted_dir=None,             # original layout only: where to keep the converted checkpoint
                cache_dir=None,                 # Hub cache folder for a Hub id (`--cache_dir`); default: the HF cache
               ):
-    "Load a LLaVA checkpoint (llava-hf or original layout, converted on the fly) as `(LlavaForConditionalGeneration, LlavaProcessor)`."
-    from transformers import LlavaForConditionalGeneration, AutoProcessor
+    "Load a LLaVA-1.5 or NeXT checkpoint (llava-hf or original layout, converted on the fly) as `(model, processor)` of its family's classes."
+    from transformers import AutoProcessor
     path = llava_hf_folder(model_name_or_path, vision_tower, converted_dir)
     kw = {'cache_dir': cache_dir} if cache_dir is not None else {}
     if torch_dtype is not None: kw['dtype'] = torch_dtype
     if quantization_config is not None: kw['quantization_config'] = quantization_config
     if device_map is not None: kw['device_map'] = device_map
-    model = LlavaForConditionalGeneration.from_pretrained(str(path), **kw)
+    cfg = _read_config(path)
+    if cfg is None:   # a Hub id not in the cache: let transformers fetch (or refuse) the config
+        from transformers import AutoConfig
+        cfg = AutoConfig.from_pretrained(str(path), **({'cache_dir': cache_dir} if cache_dir is not None else {}))
+    model = family_of(cfg).model_cls().from_pretrained(str(path), **kw)
     processor = AutoProcessor.from_pretrained(str(path), **({'cache_dir': cache_dir} if cache_dir is not None else {}))
     return model, processor
 
@@ -324,6 +383,16 @@ def load_llava(model_name_or_path,             # Hub id or local folder: llava-h
 def projector_of(model:torch.nn.Module) -> torch.nn.Module:
     "The multimodal projector module of a LLaVA model, PEFT-wrapped or not."
     return _base(model).model.multi_modal_projector
+
+def extra_trainables_of(model:torch.nn.Module) -> dict:
+    "The family's top-level parameters that train with the projector (LLaVA-NeXT: `image_newline`), by name; `{}` for LLaVA-1.5."
+    inner = _base(model).model
+    return {n: getattr(inner, n) for n in family_of(_base(model)).extra_trainables if getattr(inner, n, None) is not None}
+
+def set_projector_trainable(model:torch.nn.Module, trainable:bool=True):
+    "Make the projector and the family's extra trainables (LLaVA-NeXT's `image_newline`) trainable, or freeze them."
+    projector_of(model).requires_grad_(trainable)
+    for p in extra_trainables_of(model).values(): p.requires_grad_(trainable)
 
 def vision_tower_of(model:torch.nn.Module) -> torch.nn.Module:
     "The vision tower module of a LLaVA model, PEFT-wrapped or not."
@@ -358,15 +427,15 @@ def load_for_training(model_name_or_path,            # Hub id or local folder (l
         model.enable_input_require_grads()
     if settings.method == 'projector':
         model.requires_grad_(False)
-        projector_of(model).requires_grad_(True)
+        set_projector_trainable(model, True)
     elif settings.method == 'full':
         model.requires_grad_(True)
         vision_tower_of(model).requires_grad_(False)
-        projector_of(model).requires_grad_(not settings.freeze_projector)
+        set_projector_trainable(model, not settings.freeze_projector)
     else:
         from peft import get_peft_model
         model = get_peft_model(model, settings.to_lora_config(model))
-        projector_of(model).requires_grad_(not settings.freeze_projector)
+        set_projector_trainable(model, not settings.freeze_projector)
         if bnb is not None:  # LLaVA's QLoRA fix-up: norms in float32 (prepare_model_for_kbit_training already upcast them)
             for n, mod in _base(model).named_modules():
                 if 'norm' in n.split('.')[-1] and 'vision_tower' not in n: mod.to(torch.float32)

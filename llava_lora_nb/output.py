@@ -11,15 +11,16 @@ from typing import Optional
 import torch
 from .core import LlavaLoraError, check_safetensors, unreadable_file
 from .targets import projector_key_to_original, projector_key_from_original
+from .families import FAMILIES, family_of
 from .loading import load_llava
 
 # %% auto #0
 __all__ = ['ADAPTER_CONFIG', 'ADAPTER_WEIGHTS', 'SETTINGS_NAME', 'NON_LORA_NAME', 'NON_LORA', 'NON_LORA_BIN', 'MM_PROJECTOR_NAME',
            'OutputError', 'output_kind', 'is_adapter_dir', 'RunSettings', 'non_lora_trainables',
            'save_non_lora_trainables', 'read_non_lora_file', 'load_non_lora_trainables', 'read_non_lora_trainables',
-           'projector_state_original', 'read_projector_file', 'base_fingerprint', 'same_base', 'check_adapter_folder',
-           'check_base_exists', 'check_base', 'check_adapter_matches', 'check_inputs', 'checkpoint_dtype', 'load_base',
-           'load_adapter_model']
+           'projector_state_original', 'read_projector_file', 'read_mm_projector', 'base_fingerprint', 'same_base',
+           'check_adapter_folder', 'check_base_exists', 'check_base', 'check_adapter_matches', 'check_inputs',
+           'checkpoint_dtype', 'load_base', 'load_adapter_model']
 
 # %% ../nbs/06_output.ipynb #137c9089
 ADAPTER_CONFIG = 'adapter_config.json'
@@ -132,20 +133,23 @@ def read_non_lora_trainables(folder) -> dict:
     return {projector_key_from_original(k.removeprefix('base_model.model.')): v for k, v in (sd or {}).items()}
 
 # %% ../nbs/06_output.ipynb #d0d0f32e
+_EXTRA_TRAINABLES = {n for f in FAMILIES.values() for n in f.extra_trainables}
+
 def projector_state_original(model, # a LLaVA model (PEFT-wrapped or not)
                              state_dict:dict|None=None, # gathered state dict (DeepSpeed); default: the model's parameters
                             )->dict:
-    "The projector's tensors under the original LLaVA names (`model.mm_projector.0.weight`, ...), on CPU: an `mm_projector.bin`."
+    "The projector's tensors (and LLaVA-NeXT's `image_newline`) under the original LLaVA names (`model.mm_projector.0.weight`, ...), on CPU: an `mm_projector.bin`."
     src = state_dict if state_dict is not None else dict(model.named_parameters())
     out = {}
     for k, v in src.items():
+        if k.split('.')[-1] in _EXTRA_TRAINABLES:   # LLaVA-NeXT's `image_newline`: `model.image_newline`, as in the original
+            out['model.' + k.split('.')[-1]] = v.detach().cpu().clone().contiguous(); continue
         if 'multi_modal_projector.' not in k or 'original_module.' in k: continue
         local = 'multi_modal_projector.' + k.split('multi_modal_projector.')[-1].replace('modules_to_save.default.', '')
         out['model.' + projector_key_to_original(local)] = v.detach().cpu().clone().contiguous()
     return out
 
-def read_projector_file(path) -> dict:  # an `mm_projector.bin` (or a .safetensors with the same keys)
-    "The projector tensors of an `mm_projector.bin`, keyed by the llava-hf projector's own names (`linear_1.weight`, ...)."
+def _read_projector_raw(path) -> dict:
     path = Path(path)
     try:
         if path.suffix == '.safetensors':
@@ -153,8 +157,18 @@ def read_projector_file(path) -> dict:  # an `mm_projector.bin` (or a .safetenso
         else: sd = torch.load(path, map_location='cpu', weights_only=True)
     except FileNotFoundError: raise
     except Exception as e: raise unreadable_file(path, e) from None
+    return sd
+
+def read_projector_file(path) -> dict:  # an `mm_projector.bin` (or a .safetensors with the same keys)
+    "The projector tensors of an `mm_projector.bin`, keyed by the llava-hf projector's own names (`linear_1.weight`, ...)."
     return {projector_key_from_original('mm_projector.' + k.split('mm_projector.')[-1]).removeprefix('multi_modal_projector.'): v
-            for k, v in sd.items()}
+            for k, v in _read_projector_raw(path).items() if k.split('.')[-1] not in _EXTRA_TRAINABLES}
+
+def read_mm_projector(path) -> dict:  # an `mm_projector.bin` (or a .safetensors with the same keys)
+    "All tensors of an `mm_projector.bin` keyed by the plain model's parameter names: the projector and (NeXT) `model.image_newline`."
+    out = {'model.multi_modal_projector.' + k: v for k, v in read_projector_file(path).items()}
+    out.update({'model.' + k.split('.')[-1]: v for k, v in _read_projector_raw(path).items() if k.split('.')[-1] in _EXTRA_TRAINABLES})
+    return out
 
 # %% ../nbs/06_output.ipynb #87facc84
 def _local_folder(model_name_or_path, cache_dir=None) -> Optional[Path]:
@@ -213,7 +227,7 @@ def base_fingerprint(model_name_or_path,   # local folder or Hub id (looked up i
     header = hashlib.sha256(json.dumps([(k, where[k][2]['shape']) for k in names]).encode()).hexdigest()
     k = min(n_samples, len(names))
     picks = {names[round(i * (len(names) - 1) / max(k - 1, 1))] for i in range(k)}
-    picks |= {n for n in names if 'multi_modal_projector' in n or 'mm_projector' in n}
+    picks |= {n for n in names if 'multi_modal_projector' in n or 'mm_projector' in n or n.split('.')[-1] in _EXTRA_TRAINABLES}
     sample = hashlib.sha256()
     for fn in files:                             # one open per file, reads in file order
         todo = sorted((where[n][2]['data_offsets'], n) for n in picks if where[n][0] == fn)
@@ -285,7 +299,10 @@ def check_adapter_matches(output_dir, base_config):
     a, b = json.loads(f.read_text()), (base_config if isinstance(base_config, dict) else base_config.to_dict())
     trained_on = RunSettings.read(output_dir).model_name_or_path
     if a.get('model_type') != b.get('model_type'):
-        raise OutputError(f"{output_dir} was trained on a '{a.get('model_type')}' model but the base is '{b.get('model_type')}'; "
+        def fam(c):
+            try: f = family_of(c); return f"LLaVA-{'NeXT' if f.name == 'next' else f.name} ({f.model_type}, {f.model_class})"
+            except LlavaLoraError: return f"'{c.get('model_type')}'"
+        raise OutputError(f"{output_dir} was trained on a {fam(a)} model but the base is a {fam(b)} model; "
                           f"pass the base the adapter was trained from ({SETTINGS_NAME}: {trained_on}).")
     bad = [f"{s}.{k}: adapter {a.get(s, {}).get(k)} vs base {b.get(s, {}).get(k)}" for s, k in _SHAPE_FIELDS
            if a.get(s, {}).get(k) != b.get(s, {}).get(k)]
@@ -352,8 +369,7 @@ def load_adapter_model(output_dir,          # a training output folder or one of
     model, processor = load_base(base, torch_dtype)
     check_adapter_matches(d, model.config)
     if kind == 'projector':
-        proj = {'model.multi_modal_projector.' + k: v for k, v in read_projector_file(d/MM_PROJECTOR_NAME).items()}
-        _copy_into(model, proj, d/MM_PROJECTOR_NAME, base)
+        _copy_into(model, read_mm_projector(d/MM_PROJECTOR_NAME), d/MM_PROJECTOR_NAME, base)
     else:
         _copy_into(model, read_non_lora_trainables(d), d/NON_LORA, base)
         from peft import PeftModel

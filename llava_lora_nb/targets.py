@@ -13,7 +13,7 @@ __all__ = ['MULTIMODAL_KEYWORDS', 'PROJECTOR_KEY_MAP', 'COMPONENTS', 'find_all_l
            'projector_key_from_original', 'param_component', 'param_numel', 'ParamReport', 'trainable_report']
 
 # %% ../nbs/04_targets.ipynb #86ea22ce
-MULTIMODAL_KEYWORDS = ('mm_projector', 'multi_modal_projector', 'vision_tower', 'vision_resampler')
+MULTIMODAL_KEYWORDS = ('mm_projector', 'multi_modal_projector', 'vision_tower', 'vision_resampler', 'image_newline')
 
 def _base(model):
     "The model PEFT would wrap: unwraps a `PeftModel` / `LoraModel` if given one."
@@ -67,7 +67,7 @@ def lora_layer_paths(peft_model:torch.nn.Module, # a model after `get_peft_model
     return [n for n, m in _base(peft_model).named_modules() if isinstance(m, LoraLayer)]
 
 # %% ../nbs/04_targets.ipynb #971c3af3
-def original_layout_view(hf_model:torch.nn.Module, # a `LlavaForConditionalGeneration`
+def original_layout_view(hf_model:torch.nn.Module, # a `LlavaForConditionalGeneration` (or `LlavaNextForConditionalGeneration`)
                         ) -> torch.nn.Module:
     "A module tree with the original LLaVA names (`model.layers`, `model.mm_projector.0/2`, `model.vision_tower.vision_tower`) sharing `hf_model`'s parameters."
     from torch import nn
@@ -76,6 +76,7 @@ def original_layout_view(hf_model:torch.nn.Module, # a `LlavaForConditionalGener
     inner.embed_tokens, inner.layers, inner.norm = lm.embed_tokens, lm.layers, lm.norm
     inner.mm_projector = nn.Sequential(proj.linear_1, proj.act, proj.linear_2)
     inner.vision_tower = nn.Module(); inner.vision_tower.vision_tower = hf_model.model.vision_tower
+    if getattr(hf_model.model, 'image_newline', None) is not None: inner.image_newline = hf_model.model.image_newline  # LLaVA-NeXT
     top = nn.Module(); top.model, top.lm_head = inner, hf_model.lm_head
     return top
 
@@ -101,6 +102,7 @@ def param_component(name:str, # a parameter name from `named_parameters()` (any 
     if 'lora_' in name: return 'LoRA'
     if 'vision_tower' in name: return 'vision tower'
     if 'mm_projector' in name or 'multi_modal_projector' in name or 'vision_resampler' in name: return 'projector'
+    if name.split('.')[-1] == 'image_newline': return 'projector'   # LLaVA-NeXT: trained with the projector
     if name.split('.')[-2:-1] == ['lm_head'] or name.startswith('lm_head') or '.lm_head.' in name: return 'lm_head'
     return 'language model'
 

@@ -11,9 +11,11 @@ from PIL import Image, ImageDraw
 from .prompts import LLAVA_CHAT_TEMPLATE
 
 # %% auto #0
-__all__ = ['SYSTEM_VICUNA', 'COLOURS', 'SHAPES', 'COLOUR_QUESTIONS', 'SHAPE_QUESTIONS', 'tiny_tokenizer', 'byte_level_tokenizer',
-           'tiny_llava_config', 'tiny_llava', 'tiny_processor', 'save_tiny_checkpoint', 'draw_shape',
-           'make_shapes_dataset', 'save_tiny_original_checkpoint', 'make_tiny_adapter']
+__all__ = ['SYSTEM_VICUNA', 'COLOURS', 'SHAPES', 'TINY_PINPOINTS', 'COLOUR_QUESTIONS', 'SHAPE_QUESTIONS', 'tiny_tokenizer',
+           'byte_level_tokenizer', 'tiny_llava_config', 'tiny_llava', 'tiny_processor', 'save_tiny_checkpoint',
+           'tiny_next_config', 'tiny_next', 'tiny_next_processor', 'save_tiny_next_checkpoint', 'draw_shape',
+           'make_shapes_dataset', 'save_tiny_original_checkpoint', 'save_tiny_original_next_checkpoint',
+           'make_tiny_adapter']
 
 # %% ../nbs/90_testing.ipynb #bafe5b02
 SYSTEM_VICUNA = ("A chat between a curious user and an artificial intelligence assistant. "
@@ -120,18 +122,65 @@ def save_tiny_checkpoint(path,        # folder to write (created)
     proc.save_pretrained(path)
     return path
 
+# %% ../nbs/90_testing.ipynb #765be94c
+TINY_PINPOINTS = [[32, 64], [64, 32], [64, 64], [32, 96], [96, 32]]
+
+def tiny_next_config(tokenizer=None,            # tokenizer whose vocabulary the model gets (default: `tiny_tokenizer()`)
+                     image_grid_pinpoints=None,  # tile grid resolutions (default: `TINY_PINPOINTS`)
+                     **kwargs):                  # passed to `tiny_llava_config` (sizes of the tower and language model)
+    "A `LlavaNextConfig` with the tiny tower and language model of `tiny_llava_config`."
+    from transformers import LlavaNextConfig
+    c = tiny_llava_config(tokenizer=tokenizer, **kwargs)
+    return LlavaNextConfig(vision_config=c.vision_config, text_config=c.text_config, image_token_id=c.image_token_id,
+                           pad_token_id=c.pad_token_id, vision_feature_layer=-2, vision_feature_select_strategy='default',
+                           image_grid_pinpoints=image_grid_pinpoints or TINY_PINPOINTS, image_seq_length=c.image_seq_length,
+                           projector_hidden_act='gelu', tie_word_embeddings=False)
+
+def tiny_next(seed:int=0, **kwargs):
+    "A real `LlavaNextForConditionalGeneration` with random weights (seeded), built from `tiny_next_config(**kwargs)`."
+    from transformers import LlavaNextForConditionalGeneration
+    cfg = tiny_next_config(**kwargs)
+    torch.manual_seed(seed)
+    return LlavaNextForConditionalGeneration(cfg).eval()
+
+def tiny_next_processor(image_size:int=32, patch_size:int=8, tokenizer=None, image_grid_pinpoints=None):
+    "A real `LlavaNextProcessor`: any-resolution tiling for the tiny tower, `tiny_tokenizer`, llava-hf's chat template."
+    from transformers import LlavaNextProcessor
+    try: from transformers import LlavaNextImageProcessorPil as ImageProcessor  # no torchvision here
+    except ImportError: from transformers import LlavaNextImageProcessor as ImageProcessor
+    ip = ImageProcessor(size={'shortest_edge': image_size}, crop_size={'height': image_size, 'width': image_size},
+                        image_grid_pinpoints=image_grid_pinpoints or TINY_PINPOINTS)
+    return LlavaNextProcessor(image_processor=ip, tokenizer=tokenizer if tokenizer is not None else tiny_tokenizer(),
+                              patch_size=patch_size, vision_feature_select_strategy='default', num_additional_image_tokens=1,
+                              chat_template=LLAVA_CHAT_TEMPLATE, image_token='<image>')
+
+def save_tiny_next_checkpoint(path,        # folder to write (created)
+                              seed:int=0,  # weight seed
+                              **kwargs):   # passed to `tiny_next_config`
+    "Write a tiny LLaVA-NeXT checkpoint (safetensors weights, config, processor with chat template) with `save_pretrained`."
+    path = Path(path)
+    proc = tiny_next_processor(image_grid_pinpoints=kwargs.get('image_grid_pinpoints'))
+    model = tiny_next(seed=seed, tokenizer=proc.tokenizer, **kwargs)
+    model.save_pretrained(path, safe_serialization=True)
+    proc.save_pretrained(path)
+    return path
+
 # %% ../nbs/90_testing.ipynb #fec442f8
 COLOUR_QUESTIONS = ("What colour is the shape?", "Which colour is it?", "What colour is shown?")
 SHAPE_QUESTIONS = ("What shape is this?", "Name the shape.", "Which shape is shown?")
 
-def draw_shape(colour:str, shape:str, size:int=64, rng=None):
-    "A `size`² RGB image of one `shape` in `colour` at a random position and scale on a light, noisy background."
+def draw_shape(colour:str, shape:str,
+               size:int|tuple=64,  # side in pixels, or (width, height) for a non-square image
+               rng=None):
+    "A `size`² (or `(width, height)`) RGB image of one `shape` in `colour` at a random position and scale on a light, noisy background."
     rng = rng or random.Random(0)
+    w, h = (size, size) if isinstance(size, int) else size
     bg = tuple(rng.randint(200, 250) for _ in range(3))
-    im = Image.new('RGB', (size, size), bg)
+    im = Image.new('RGB', (w, h), bg)
     d = ImageDraw.Draw(im)
-    r = rng.randint(size // 4, int(size * 0.45))   # large enough to tell shapes apart at the tiny tower's 32 px
-    cx, cy = rng.randint(r, size - r), rng.randint(r, size - r)
+    m = min(w, h)
+    r = rng.randint(m // 4, int(m * 0.45))   # large enough to tell shapes apart at the tiny tower's 32 px
+    cx, cy = rng.randint(r, w - r), rng.randint(r, h - r)
     fill = tuple(max(0, min(255, c + rng.randint(-15, 15))) for c in COLOURS[colour])
     if shape == 'circle': d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
     elif shape == 'square': d.rectangle([cx - r, cy - r, cx + r, cy + r], fill=fill)
@@ -144,7 +193,9 @@ def make_shapes_dataset(folder,                   # output folder: `images/` and
                         size:int=64,              # image side in pixels
                         multi_turn:float=0.2,     # share of records asking both questions
                         text_only:float=0.1,      # share of text-only records
-                        name:str='data.json'):
+                        name:str='data.json',
+                        aspect_ratios:tuple|None=None):  # width/height ratios drawn per image (e.g. `(0.5, 1, 2)`); None: square images
+
     "Write the synthetic shapes task as an image folder + LLaVA conversation JSON; returns the JSON's path."
     folder = Path(folder); (folder/'images').mkdir(parents=True, exist_ok=True)
     rng, recs = random.Random(seed), []
@@ -159,7 +210,11 @@ def make_shapes_dataset(folder,                   # output folder: `images/` and
             continue
         c, s = rng.choice(list(COLOURS)), rng.choice(SHAPES)
         fn = f"images/{rid}.png"
-        draw_shape(c, s, size, rng).save(folder/fn)
+        if aspect_ratios:   # the long side is `size`: wide and tall images for LLaVA-NeXT's any-resolution tiling
+            ar = rng.choice(aspect_ratios)
+            wh = (size, max(1, round(size / ar))) if ar >= 1 else (max(1, round(size * ar)), size)
+        else: wh = size
+        draw_shape(c, s, wh, rng).save(folder/fn)
         qa = [(rng.choice(COLOUR_QUESTIONS), c), (rng.choice(SHAPE_QUESTIONS), s)]
         rng.shuffle(qa)
         if u >= text_only + multi_turn: qa = qa[:1]
@@ -184,21 +239,18 @@ def _base_tokenizer(tok):
     base.pad_token = base.unk_token
     return base
 
-def save_tiny_original_checkpoint(path,                      # folder to write: the original-layout checkpoint
-                                  seed:int=0,                # weight seed (same weights as `tiny_llava(seed)`)
-                                  include_vision_tower:bool=True,  # also store CLIP inside the checkpoint
-                                  clip_path=None,            # where to write the CLIP folder `mm_vision_tower` names (default: `path`-clip)
-                                 ) -> tuple[Path, Path]:
-    "Write the tiny LLaVA in the original `LlavaLlamaForCausalLM` layout; returns (checkpoint folder, CLIP folder)."
+def _write_original(model, proc, path, clip_path, include_vision_tower, **cfg_extra) -> tuple[Path, Path]:
+    "Write `model` (llava-hf, 1.5 or NeXT) in the original `LlavaLlamaForCausalLM` layout, and its CLIP folder."
     from safetensors.torch import save_file
     from llava_lora_nb.targets import projector_key_to_original
     path = Path(path); clip_path = Path(clip_path) if clip_path else path.with_name(path.name + '-clip')
-    proc = tiny_processor()
-    model = tiny_llava(seed=seed, tokenizer=proc.tokenizer)
     cfg = model.config
     # the CLIP folder that `mm_vision_tower` points at: weights, config and the image processor
     model.model.vision_tower.save_pretrained(clip_path, safe_serialization=True)
-    proc.image_processor.save_pretrained(clip_path)
+    try: from transformers import CLIPImageProcessorPil as ImageProcessor
+    except ImportError: from transformers import CLIPImageProcessor as ImageProcessor
+    ip = proc.image_processor
+    ImageProcessor(size=dict(ip.size), crop_size=dict(ip.crop_size)).save_pretrained(clip_path)
     base = _base_tokenizer(proc.tokenizer); nv = len(base)
     sd = {}
     for k, v in model.state_dict().items():
@@ -208,7 +260,7 @@ def save_tiny_original_checkpoint(path,                      # folder to write: 
             if not include_vision_tower: continue
             k = 'model.vision_tower.vision_tower.vision_model.' + k[len('model.vision_tower.'):]
         if k in ('model.embed_tokens.weight', 'lm_head.weight'): v = v[:nv]
-        sd[k] = v.detach().clone().contiguous()
+        sd[k] = v.detach().clone().contiguous()   # `model.image_newline` (NeXT) keeps its name
     path.mkdir(parents=True, exist_ok=True)
     save_file(sd, path/'model.safetensors', metadata={'format': 'pt'})
     t = cfg.text_config.to_dict()
@@ -219,9 +271,35 @@ def save_tiny_original_checkpoint(path,                      # folder to write: 
              mm_vision_select_layer=cfg.vision_feature_layer, mm_vision_select_feature='patch', mm_patch_merge_type='flat',
              image_aspect_ratio='pad', mm_use_im_start_end=False, mm_use_im_patch_token=False, tune_mm_mlp_adapter=False,
              freeze_mm_mlp_adapter=False, use_mm_proj=True, use_cache=True, tokenizer_model_max_length=2048, tokenizer_padding_side='right')
+    t.update(cfg_extra)
     (path/'config.json').write_text(json.dumps(t, indent=2))
     base.save_pretrained(path)
     return path, clip_path
+
+def save_tiny_original_checkpoint(path,                      # folder to write: the original-layout checkpoint
+                                  seed:int=0,                # weight seed (same weights as `tiny_llava(seed)`)
+                                  include_vision_tower:bool=True,  # also store CLIP inside the checkpoint
+                                  clip_path=None,            # where to write the CLIP folder `mm_vision_tower` names (default: `path`-clip)
+                                 ) -> tuple[Path, Path]:
+    "Write the tiny LLaVA in the original `LlavaLlamaForCausalLM` layout; returns (checkpoint folder, CLIP folder)."
+    proc = tiny_processor()
+    return _write_original(tiny_llava(seed=seed, tokenizer=proc.tokenizer), proc, path, clip_path, include_vision_tower)
+
+def save_tiny_original_next_checkpoint(path,                 # folder to write: the original-layout LLaVA-1.6 checkpoint
+                                       seed:int=0,           # weight seed (same weights as `tiny_next(seed)`)
+                                       include_vision_tower:bool=True,  # also store CLIP inside the checkpoint
+                                       clip_path=None,       # the CLIP folder `mm_vision_tower` names (default: `path`-clip)
+                                       arch:str='llama',     # 'llama' (llava-v1.6-vicuna) or 'mistral' (llava-v1.6-mistral) in config.json
+                                       **cfg_extra,          # config.json fields to override (e.g. `mm_patch_merge_type`)
+                                      ) -> tuple[Path, Path]:
+    "Write the tiny LLaVA-NeXT in the original LLaVA-1.6 layout (`model.image_newline`, anyres config); returns (checkpoint, CLIP folder)."
+    proc = tiny_next_processor()
+    model = tiny_next(seed=seed, tokenizer=proc.tokenizer)
+    arch_kw = {} if arch == 'llama' else dict(architectures=['LlavaMistralForCausalLM'], model_type='llava_mistral', sliding_window=None)
+    kw = dict(image_aspect_ratio='anyres', image_grid_pinpoints=model.config.image_grid_pinpoints,
+              mm_patch_merge_type='spatial_unpad', unfreeze_mm_vision_tower=False)
+    return _write_original(model, proc, path, clip_path, include_vision_tower, **{**kw, **arch_kw, **cfg_extra})
+
 
 # %% ../nbs/90_testing.ipynb #d375df6a
 def make_tiny_adapter(base_dir,               # base checkpoint folder (e.g. from `save_tiny_checkpoint`)
@@ -232,15 +310,18 @@ def make_tiny_adapter(base_dir,               # base checkpoint folder (e.g. fro
                       seed:int=0,             # seed of the random adapter
                       b_std:float=0.05,       # std of the (non-zero) `lora_B` init, so the merge changes the model
                       proj_std:float=0.05):   # std of the noise added to the projector
-    "Write a random (untrained) adapter folder for `base_dir` in exactly the trainer's output format."
-    from transformers import LlavaForConditionalGeneration, AutoProcessor
+    "Write a random (untrained) adapter folder for `base_dir` (LLaVA-1.5 or NeXT) in exactly the trainer's output format."
+    from transformers import AutoProcessor
+    from llava_lora_nb.families import family_of
     from peft import LoraConfig, get_peft_model
     from llava_lora_nb.targets import lora_target_modules
     from llava_lora_nb.loading import LoraSettings
     from llava_lora_nb.output import base_fingerprint
-    from llava_lora_nb.output import RunSettings, save_non_lora_trainables
+    from llava_lora_nb.output import RunSettings, save_non_lora_trainables, non_lora_trainables
     base_dir, out = Path(base_dir), Path(out_dir)
-    model = LlavaForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32)
+    fam = family_of(base_dir)
+    model = fam.model_cls().from_pretrained(base_dir, dtype=torch.float32)
+    extra = tuple(fam.extra_trainables)   # LLaVA-NeXT: `image_newline` trains and saves with the projector
     cfg = LoraConfig(r=r, lora_alpha=lora_alpha, lora_dropout=0.0, bias='none', use_rslora=use_rslora,
                      target_modules=lora_target_modules(model), task_type='CAUSAL_LM')
     model = get_peft_model(model, cfg)
@@ -248,10 +329,10 @@ def make_tiny_adapter(base_dir,               # base checkpoint folder (e.g. fro
     with torch.no_grad():
         for n, p in model.named_parameters():
             if 'lora_B' in n: p.copy_(torch.randn(p.shape, generator=g) * b_std)
-            if 'multi_modal_projector' in n:
+            if 'multi_modal_projector' in n or n.split('.')[-1] in extra:
                 p.add_(torch.randn(p.shape, generator=g) * proj_std); p.requires_grad_(True)
     model.save_pretrained(out)
-    save_non_lora_trainables({n: p.detach().contiguous() for n, p in model.named_parameters() if 'multi_modal_projector' in n}, out)
+    save_non_lora_trainables(non_lora_trainables(model), out)
     model.base_model.model.config.save_pretrained(out)
     AutoProcessor.from_pretrained(base_dir).save_pretrained(out)
     lora = LoraSettings(lora_enable=True, lora_r=r, lora_alpha=lora_alpha, lora_dropout=0.0, use_rslora=use_rslora)

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 import transformers
 from .core import LlavaLoraError, check_safetensors, run_cli, in_notebook
+from .families import family_of
 from .loading import LoraFlags, LoraSettings
 from .output import RunSettings
 from .trainer import (LLaVATrainer, is_projector_param, deepspeed_config, _ds_dict, check_deepspeed_config,
@@ -122,11 +123,14 @@ def check_architecture(model_args:ModelArguments, # parsed model flags
         if v is None: continue
         if v == ok: notes.append(f"--{flag} {v}: as LLaVA-1.5")
         else: errors.append(f"--{flag} {v} is not supported (LLaVA-1.5 and llava-hf checkpoints use False): pass False or drop the flag")
-    for flag, ok in (('mm_patch_merge_type', 'flat'), ('mm_vision_select_feature', 'patch')):
+    try: nxt = family_of(cfg).name == 'next'
+    except LlavaLoraError: nxt = False
+    what = 'LLaVA-NeXT' if nxt else 'LLaVA-1.5'
+    for flag, ok in (('mm_patch_merge_type', 'spatial_unpad' if nxt else 'flat'), ('mm_vision_select_feature', 'patch')):
         v = getattr(a, flag)
         if v is None: continue
-        if v == ok: notes.append(f"--{flag} {v}: as LLaVA-1.5")
-        else: errors.append(f"--{flag} {v} is not supported: only {ok!r} (LLaVA-1.5); pass {ok} or drop the flag")
+        if v == ok: notes.append(f"--{flag} {v}: as {what}")
+        else: errors.append(f"--{flag} {v} is not supported for this {what} checkpoint: only {ok!r}; pass {ok} or drop the flag")
     if errors: raise ValueError("Architecture flags inconsistent with the checkpoint:\n  - " + "\n  - ".join(errors))
     return notes
 
@@ -149,7 +153,7 @@ def load_qlora_for_zero3(model_name_or_path, # checkpoint
                          cache_dir=None): # `--cache_dir`
     "`load_for_training` for QLoRA under ZeRO-3: 4-bit weights stored in `torch_dtype`, no device map."
     from peft import prepare_model_for_kbit_training, get_peft_model
-    from llava_lora_nb.loading import load_llava, projector_of
+    from llava_lora_nb.loading import load_llava, set_projector_trainable
     if settings.bits != 4: raise ValueError(f"--bits {settings.bits} cannot be used with ZeRO-3: use --bits 4 (QLoRA) or the zero2 config")
     bnb = settings.to_bnb_config(torch_dtype)
     bnb.bnb_4bit_quant_storage = torch_dtype
@@ -158,7 +162,7 @@ def load_qlora_for_zero3(model_name_or_path, # checkpoint
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
                                             gradient_checkpointing_kwargs={'use_reentrant': False})
     model = get_peft_model(model, settings.to_lora_config(model))
-    projector_of(model).requires_grad_(not settings.freeze_projector)
+    set_projector_trainable(model, not settings.freeze_projector)
     return model, processor
 
 # %% ../nbs/07b_train.ipynb #d56741db

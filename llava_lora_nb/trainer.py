@@ -10,7 +10,7 @@ import torch
 import transformers
 from .core import check_safetensors
 from .output import (NON_LORA, MM_PROJECTOR_NAME, RunSettings, non_lora_trainables, save_non_lora_trainables,
-                     load_non_lora_trainables, projector_state_original, read_projector_file)
+                     load_non_lora_trainables, projector_state_original, read_projector_file, read_mm_projector)
 
 # %% auto #0
 __all__ = ['PROJECTOR_KEYS', 'LAUNCHER_ENV', 'SAVING_SUFFIX', 'split_to_even_chunks', 'get_length_grouped_indices',
@@ -86,10 +86,10 @@ class LengthGroupedSampler(torch.utils.data.Sampler):
         return iter(f(lengths, self.batch_size, self.world_size, g))
 
 # %% ../nbs/07a_trainer.ipynb #c68e3695
-PROJECTOR_KEYS = ('multi_modal_projector', 'mm_projector')
+PROJECTOR_KEYS = ('multi_modal_projector', 'mm_projector', 'image_newline')   # image_newline: LLaVA-NeXT
 
 def is_projector_param(name:str)->bool:
-    "Whether parameter `name` belongs to the multimodal projector."
+    "Whether parameter `name` belongs to the multimodal projector (LLaVA-NeXT: or is its `image_newline`)."
     return any(k in name for k in PROJECTOR_KEYS)
 
 def decay_parameter_names(model)->set:
@@ -209,12 +209,17 @@ def _gathered(params:list):
 
 def load_pretrain_mm_mlp_adapter(model, # the model (PEFT-wrapped or not)
                                  path): # LLaVA's `mm_projector.bin` (or a .safetensors)
-    "Load a pretrained LLaVA projector (`mm_projector.0/2` keys) into the model's `multi_modal_projector` (`linear_1/2`)."
+    "Load a pretrained LLaVA projector (`mm_projector.0/2` keys) into the model's `multi_modal_projector` (`linear_1/2`), and LLaVA-NeXT's `image_newline` if the file has it."
     path = Path(path)
     mapped = read_projector_file(path)   # keyed `linear_1.weight`, ... (the key map is `targets.PROJECTOR_KEY_MAP`)
     proj = next((m for n, m in model.named_modules() if n.endswith('multi_modal_projector')), None)
     if proj is None: raise ValueError("the model has no multi_modal_projector to load --pretrain_mm_mlp_adapter into")
     own = dict(proj.named_parameters())
+    extras = {k.split('.')[-1]: v for k, v in read_mm_projector(path).items() if 'multi_modal_projector' not in k}
+    have = {n.split('.')[-1]: p for n, p in model.named_parameters() if n.split('.')[-1] in extras}
+    if set(extras) - set(have):   # checked before anything is copied
+        raise ValueError(f"{path} holds {sorted(set(extras) - set(have))} but the model has no such parameter: "
+                         "is it a LLaVA-NeXT projector loaded into a LLaVA-1.5 model?")
     bad = [k for k in mapped if k.replace('modules_to_save.default.', '') not in {n.replace('modules_to_save.default.', '') for n in own}]
     if bad: raise ValueError(f"{path}: keys {bad} do not match the projector ({sorted(own)})")
     with _gathered(list(own.values())), torch.no_grad():
@@ -223,7 +228,12 @@ def load_pretrain_mm_mlp_adapter(model, # the model (PEFT-wrapped or not)
             if k in mapped:
                 if mapped[k].shape != p.shape: raise ValueError(f"{path}: {k} has shape {tuple(mapped[k].shape)}, the projector {tuple(p.shape)}")
                 p.copy_(mapped[k].to(p.dtype))
-    return sorted(mapped)
+    if extras:   # LLaVA-NeXT's `image_newline`
+        with _gathered(list(have.values())), torch.no_grad():
+            for k, p in have.items():
+                if extras[k].shape != p.shape: raise ValueError(f"{path}: {k} has shape {tuple(extras[k].shape)}, the model {tuple(p.shape)}")
+                p.copy_(extras[k].to(p.dtype))
+    return sorted(mapped) + sorted(extras)
 
 # %% ../nbs/07a_trainer.ipynb #c02200ae
 def save_kind(model)->str:

@@ -1,0 +1,120 @@
+"""LLaVA-NeXT (issue 16) end to end: train on images of several aspect ratios, reload, merge; DeepSpeed ZeRO-2/3 on CPU.
+
+The image runs need the any-resolution data pipeline (`LazySupervisedDataset` giving `pixel_values` tiles and
+`image_sizes` for a `LlavaNextProcessor`), which is the data side of issue 16: until it is merged they are skipped,
+saying so. The text-only DeepSpeed runs exercise the model side alone and always run."""
+import json, os, socket, subprocess, sys
+from pathlib import Path
+import pytest, torch
+
+HERE = Path(__file__).resolve()
+DATA_SIDE = ("waits on the data side of issue 16: LazySupervisedDataset / build_inference_inputs do not yet give "
+             "image_sizes (any-resolution tiles) for a LlavaNextProcessor")
+
+def _free_port():
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+@pytest.fixture(scope='module')
+def next_ckpt(tmp_path_factory):
+    from llava_lora_nb.testing import save_tiny_next_checkpoint
+    return save_tiny_next_checkpoint(tmp_path_factory.mktemp('next')/'tiny-next')
+
+@pytest.fixture(scope='module')
+def next_shapes(tmp_path_factory):
+    "The shapes task with wide, square and tall images: (train json, image folder)."
+    from llava_lora_nb.testing import make_shapes_dataset
+    d = tmp_path_factory.mktemp('next-shapes')
+    return make_shapes_dataset(d, n=48, seed=0, aspect_ratios=(0.5, 1, 2)), d
+
+def _data_side_ready(ckpt, data, folder) -> bool:
+    "True when the dataset gives LLaVA-NeXT batches (image_sizes) for an image record."
+    from transformers import AutoProcessor
+    from llava_lora_nb.dataset import LazySupervisedDataset
+    ds = LazySupervisedDataset(str(data), str(folder), AutoProcessor.from_pretrained(ckpt), template='v1', model_max_length=512)
+    recs = json.loads(Path(data).read_text())
+    i = next(i for i, r in enumerate(recs) if 'image' in r)
+    return 'image_sizes' in ds[i]
+
+def _flags(ckpt, data, folder, out, *extra):
+    return ['--model_name_or_path', str(ckpt), '--data_path', str(data), '--image_folder', str(folder), '--version', 'v1',
+            '--lora_enable', 'True', '--lora_r', '8', '--lora_alpha', '16', '--learning_rate', '3e-3', '--mm_projector_lr', '1e-3',
+            '--per_device_train_batch_size', '4', '--logging_steps', '1', '--model_max_length', '512', '--output_dir', str(out),
+            '--report_to', 'none', '--disable_tqdm', 'True', '--seed', '0', *extra]
+
+def test_next_images_train_reload_merge(tmp_path, next_ckpt, next_shapes):
+    "LoRA on the tiny NeXT checkpoint with any-resolution images: the loss falls, image_newline trains, the output reloads and merges."
+    data, folder = next_shapes
+    if not _data_side_ready(next_ckpt, data, folder): pytest.skip(DATA_SIDE)
+    from llava_lora_nb.train import parse_args, train
+    from llava_lora_nb.output import load_adapter_model, read_non_lora_trainables
+    from llava_lora_nb.merge import merge_lora, probe_batch, logits_error, _logits, MERGE_TOLERANCE
+    from transformers import LlavaNextForConditionalGeneration
+    out = train(*parse_args(_flags(next_ckpt, data, folder, tmp_path/'out', '--max_steps', '12', '--save_steps', '6',
+                                   '--group_by_modality_length', 'True')), verbose=False)
+    log = [r['loss'] for r in json.loads((out/'trainer_state.json').read_text())['log_history'] if 'loss' in r]
+    assert log[-1] < log[0], log
+    base = LlavaNextForConditionalGeneration.from_pretrained(next_ckpt)
+    trained = read_non_lora_trainables(out)
+    assert not torch.equal(trained['model.image_newline'], base.model.image_newline)   # it got gradients from the images
+    model, proc, _ = load_adapter_model(out)
+    assert type(model.get_base_model()).__name__ == 'LlavaNextForConditionalGeneration'
+    merge_lora(out, next_ckpt, tmp_path/'merged', progress=False)
+    merged = LlavaNextForConditionalGeneration.from_pretrained(tmp_path/'merged').eval()
+    batch = probe_batch(proc)
+    assert logits_error(_logits(model, batch), _logits(merged, batch)) < MERGE_TOLERANCE[torch.float32]
+
+@pytest.mark.parametrize('stage', ['zero2', 'zero3'])
+def test_next_deepspeed_text_only(tmp_path, next_ckpt, stage):
+    "`llava_lora_train --deepspeed zero2/zero3` on the tiny NeXT checkpoint (one CPU process, text-only records): complete, loadable outputs."
+    from llava_lora_nb.testing import make_shapes_dataset
+    from safetensors.torch import load_file
+    from llava_lora_nb.output import load_adapter_model
+    data = make_shapes_dataset(tmp_path/'text', n=16, seed=0, text_only=1.0)
+    env = {**os.environ, 'TOKENIZERS_PARALLELISM': 'false', 'HF_HUB_OFFLINE': '1', 'OMP_NUM_THREADS': '1', 'MASTER_ADDR': '127.0.0.1',
+           'MASTER_PORT': str(_free_port()), 'RANK': '0', 'LOCAL_RANK': '0', 'WORLD_SIZE': '1'}
+    out = tmp_path/stage
+    r = subprocess.run([str(Path(sys.executable).parent/'llava_lora_train'),
+                        *_flags(next_ckpt, data, tmp_path/'text', out, '--deepspeed', stage, '--max_steps', '4', '--save_steps', '2')],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
+    for d in (out, out/'checkpoint-2'):
+        nl = load_file(str(d/'non_lora_trainables.safetensors'))
+        assert 'base_model.model.model.image_newline' in nl and all(v.numel() > 0 for v in nl.values())   # ZeRO-3: gathered
+    model, proc, _ = load_adapter_model(out)
+    assert type(model.get_base_model()).__name__ == 'LlavaNextForConditionalGeneration'
+    assert all(p.numel() > 0 for p in model.parameters())
+
+def test_next_predict_evaluate_gallery_with_images(tmp_path, next_ckpt, next_shapes):
+    "predict / evaluate / gallery on a NeXT model with images of several aspect ratios: `image_sizes` reaches `generate`."
+    data, folder = next_shapes
+    from PIL import Image
+    from llava_lora_nb.prompts import build_inference_inputs
+    from llava_lora_nb.testing import make_tiny_adapter
+    from llava_lora_nb.validate import load_for_inference, predict, evaluate, gallery
+    model, proc, _ = load_for_inference(make_tiny_adapter(next_ckpt, tmp_path/'run'))
+    recs = [r for r in json.loads(Path(data).read_text()) if 'image' in r]
+    img = Image.open(Path(folder)/recs[0]['image'])
+    if 'image_sizes' not in build_inference_inputs('What colour is the shape?', proc, image=img): pytest.skip(DATA_SIDE)
+    a = predict(model, proc, img, 'What colour is the shape?', max_new_tokens=4)
+    assert isinstance(a, str) and a == predict(model, proc, img, 'What colour is the shape?', max_new_tokens=4)
+    res = evaluate(model, proc, recs[:4], folder, max_new_tokens=3, progress=False)
+    assert res.summary['n'] == 4 and not res.summary.get('failed'), res.rows
+    assert gallery(res.rows, folder).data.count('<img') == 4
+
+def test_next_resume_restores_image_newline(tmp_path, next_ckpt, capsys):
+    "A NeXT run stopped at a checkpoint resumes from it: the checkpoint's image_newline (a non-LoRA trainable) is the one training continues from."
+    from safetensors.torch import load_file, save_file
+    from llava_lora_nb.testing import make_shapes_dataset
+    from llava_lora_nb.train import parse_args, train
+    data = make_shapes_dataset(tmp_path/'text', n=16, seed=0, text_only=1.0)
+    flags = _flags(next_ckpt, data, tmp_path/'text', tmp_path/'out', '--save_steps', '2', '--weight_decay', '0.0')
+    train(*parse_args(flags + ['--max_steps', '2']), verbose=False)
+    ck = tmp_path/'out'/'checkpoint-2'
+    nl = load_file(str(ck/'non_lora_trainables.safetensors'))
+    marked = torch.full_like(nl['base_model.model.model.image_newline'], 0.25)   # text-only steps never move it: a value to find again
+    save_file({**nl, 'base_model.model.model.image_newline': marked}, str(ck/'non_lora_trainables.safetensors'), metadata={'format': 'pt'})
+    capsys.readouterr()
+    out = train(*parse_args(flags + ['--max_steps', '4']), verbose=True)
+    assert f"resuming from {ck}" in capsys.readouterr().out
+    assert json.loads((out/'trainer_state.json').read_text())['global_step'] == 4
+    assert torch.equal(load_file(str(out/'non_lora_trainables.safetensors'))['base_model.model.model.image_newline'], marked)
