@@ -263,6 +263,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/llava_lora_nb', 'doc_host'
                                       'llava_lora_nb.output.save_non_lora_trainables': ( 'output.html#save_non_lora_trainables',
                                                                                          'llava_lora_nb/output.py')},
             'llava_lora_nb.prompts': { 'llava_lora_nb.prompts.Template': ('prompts.html#template', 'llava_lora_nb/prompts.py'),
+                                       'llava_lora_nb.prompts._anyres_geometry': ( 'prompts.html#_anyres_geometry',
+                                                                                   'llava_lora_nb/prompts.py'),
                                        'llava_lora_nb.prompts._encode': ('prompts.html#_encode', 'llava_lora_nb/prompts.py'),
                                        'llava_lora_nb.prompts._encode_literal': ( 'prompts.html#_encode_literal',
                                                                                   'llava_lora_nb/prompts.py'),

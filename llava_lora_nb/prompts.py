@@ -166,28 +166,37 @@ def _tile_side(ip):
     crop, size = getattr(ip, 'crop_size', None) or {}, getattr(ip, 'size', None) or {}
     return crop.get('height') or size.get('height') or size['shortest_edge']
 
-def anyres_grid(processor,    # a `LlavaNextProcessor` (or its image processor)
+def _anyres_geometry(obj):
+    "`(pinpoints, tile side, patch, extra tokens, strategy)` of a `LlavaNextProcessor`, its image processor, or a `LlavaNextConfig`."
+    if getattr(obj, 'vision_config', None) is not None:   # the model's own geometry; CLIP adds its CLS token
+        v = obj.vision_config
+        return (obj.image_grid_pinpoints, v.image_size, v.patch_size, 1 if 'clip' in v.model_type else 0, obj.vision_feature_select_strategy)
+    ip = getattr(obj, 'image_processor', obj)
+    return (ip.image_grid_pinpoints, _tile_side(ip), getattr(obj, 'patch_size', None),
+            getattr(obj, 'num_additional_image_tokens', 0) or 0, getattr(obj, 'vision_feature_select_strategy', None))
+
+def anyres_grid(processor,    # a `LlavaNextProcessor` (or its image processor, or a `LlavaNextConfig`)
                 image_size):  # `(height, width)` of the image
     "The resolution `(H, W)` from `image_grid_pinpoints` the image is fitted into, and its grid of tiles `(rows, cols)`."
     from transformers.image_processing_utils import select_best_resolution
-    ip = getattr(processor, 'image_processor', processor)
-    H, W = select_best_resolution([int(x) for x in image_size], ip.image_grid_pinpoints)
-    side = _tile_side(ip)
+    pinpoints, side, *_ = _anyres_geometry(processor)
+    H, W = select_best_resolution([int(x) for x in image_size], pinpoints)
     return (H, W), (H // side, W // side)
 
-def anyres_image_tokens(processor,    # a `LlavaNextProcessor`
+def anyres_image_tokens(processor,    # a `LlavaNextProcessor` (or a `LlavaNextConfig`: the same count from the model's geometry)
                         image_size):  # `(height, width)` of the image
     "`<image>` tokens one image of `image_size` becomes for LLaVA-NeXT: base image + the tiles' features without padding + one newline per row."
     if image_size is None:
         raise DataError("LLaVA-NeXT: how many image tokens an image becomes depends on its size: give image_size=(height, width)")
     h, w = (int(x) for x in image_size)
     _, (rows, cols) = anyres_grid(processor, (h, w))
-    p = _tile_side(processor.image_processor) // processor.patch_size   # features along one side of a tile
-    fh, fw = rows * p, cols * p                                         # the tiles' features as one grid
+    _, side, patch, extra, strategy = _anyres_geometry(processor)
+    p = side // patch                          # features along one side of a tile
+    fh, fw = rows * p, cols * p                # the tiles' features as one grid
     if w / h > fw / fh: fh -= 2 * ((fh - int(round(h * (fw / w), 7))) // 2)   # cut the rows / columns that saw only padding
     else: fw -= 2 * ((fw - int(round(w * (fh / h), 7))) // 2)
-    n = p * p + (getattr(processor, 'num_additional_image_tokens', 0) or 0) + fh * fw + fh
-    return n - 1 if processor.vision_feature_select_strategy == 'default' else n
+    n = p * p + extra + fh * fw + fh
+    return n - 1 if strategy == 'default' else n
 
 # %% ../nbs/02_prompts.ipynb #2b3847d5
 IGNORE_INDEX = -100          # label value the loss ignores
