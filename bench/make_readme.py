@@ -100,7 +100,7 @@ if d:
     out += ["", f"The cache (base image + tiles as uint8, one flat memory-mapped array; {d['cache_bytes']/2**20:.0f} MiB) took {bs['w0']:.1f} s / {bs['w2']:.1f} s to build "
             "(0 / 2 workers). With 2 workers on this 2-core machine the workers compete with the main process, so 0 workers is the fairer column here.", "",
             f"**Fast path = plain path:** cached items bitwise equal to the plain path's in `input_ids` {same['input_ids']}, `labels` {same['labels']}, "
-            f"`pixel_values` {same['pixel_values']}, `image_sizes` {same['image_sizes']} of {same['records']} records.",
+            f"`pixel_values` {same['pixel_values']}, `image_sizes` {same['image_sizes']} of {same['records']} records." "",
             f"**Ours = the processor:** `input_ids` equal in {c['ids_equal']} of {c['records']} records; `pixel_values` bitwise equal in {c['pixels_equal']} and "
             f"`image_sizes` in {c['image_sizes_equal']} of {c['image_records']} image records.", ""]
 d = load('train')
