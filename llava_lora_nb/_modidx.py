@@ -35,6 +35,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/llava_lora_nb', 'doc_host'
                                                                                                  'llava_lora_nb/dataset.py'),
                                        'llava_lora_nb.dataset.LazySupervisedDataset.__len__': ( 'dataset.html#lazysuperviseddataset.__len__',
                                                                                                 'llava_lora_nb/dataset.py'),
+                                       'llava_lora_nb.dataset.LazySupervisedDataset._read_sizes': ( 'dataset.html#lazysuperviseddataset._read_sizes',
+                                                                                                    'llava_lora_nb/dataset.py'),
                                        'llava_lora_nb.dataset.LazySupervisedDataset._who': ( 'dataset.html#lazysuperviseddataset._who',
                                                                                              'llava_lora_nb/dataset.py'),
                                        'llava_lora_nb.dataset.LazySupervisedDataset._words': ( 'dataset.html#lazysuperviseddataset._words',

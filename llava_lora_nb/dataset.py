@@ -149,10 +149,22 @@ class LazySupervisedDataset(torch.utils.data.Dataset):
         "How many image tokens record `i` has: `num_image_tokens` (LLaVA-NeXT: of its image's size), 0 for a text-only record."
         if 'image' not in self.records[i]: return 0
         return num_image_tokens(self.processor, self.image_size(i)) if self.anyres else self.n_image_tokens
+    def _read_sizes(self):
+        "NeXT: read every image's header not read yet, in a thread pool (`lengths` needs them all); unreadable ones are named when used."
+        todo = list(dict.fromkeys(r['image'] for r in self.records if 'image' in r and r['image'] not in self._sizes))
+        def size(rel):
+            try: return image_size_of(resolve_image_path(self.image_folder, rel))
+            except (OSError, ValueError): return None
+        if todo:
+            with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as ex:
+                self._sizes.update((rel, s) for rel, s in zip(todo, ex.map(size, todo)) if s is not None)
     @property
-    def lengths(self): return [self._words(r) + self.image_tokens(i) for i, r in enumerate(self.records)]
+    def lengths(self):
+        if self.anyres: self._read_sizes()
+        return [self._words(r) + self.image_tokens(i) for i, r in enumerate(self.records)]
     @property
     def modality_lengths(self):   # LLaVA's: words, + for image records; NeXT adds each image's tokens (1.5's are one constant)
+        if self.anyres: self._read_sizes()
         return [(max(1, self._words(r)) + (self.image_tokens(i) if self.anyres else 0)) * (1 if 'image' in r else -1) for i, r in enumerate(self.records)]
     def tokenize(self, i):
         "`input_ids`/`labels` of record `i` (no image is opened)."
