@@ -20,10 +20,10 @@ SIZES = [(336, 336), (448, 336), (336, 448), (504, 336), (336, 252), (640, 480)]
 
 def sentence(rng, lo, hi): return ' '.join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi))).capitalize() + rng.choice('.?!')
 
-def make_dataset(folder, n, seed=0, p_image=0.7):
+def make_dataset(folder, n, seed=0, p_image=0.7, sizes=SIZES, name='data'):  # sizes: (width, height) of the images
     "`n` records (≈70% with an image, 1–4 rounds) and their JPEG images (shorter side ≥252, most 336) under `folder`."
     from llava_lora_nb.testing import draw_shape, COLOURS, SHAPES
-    folder = Path(folder); f = folder/f'data_{n}_{seed}.json'
+    folder = Path(folder); f = folder/f'{name}_{n}_{seed}.json'
     if f.exists(): return f
     (folder/'images').mkdir(parents=True, exist_ok=True)
     rng, recs = random.Random(seed), []
@@ -33,7 +33,7 @@ def make_dataset(folder, n, seed=0, p_image=0.7):
             convs += [{'from': 'human', 'value': sentence(rng, 4, 16)}, {'from': 'gpt', 'value': sentence(rng, 2, 40)}]
         r = {'id': f'r{i}', 'conversations': convs}
         if rng.random() < p_image:
-            im = draw_shape(rng.choice(list(COLOURS)), rng.choice(SHAPES), 64, rng).resize(rng.choice(SIZES))
+            im = draw_shape(rng.choice(list(COLOURS)), rng.choice(SHAPES), 64, rng).resize(rng.choice(sizes))
             im.save(folder/'images'/f'{i}.jpg', quality=90)
             r['image'] = f'images/{i}.jpg'
             q = convs[0]['value']; convs[0]['value'] = f'<image>\n{q}' if rng.random() < 0.5 else f'{q}\n<image>'
@@ -63,13 +63,13 @@ def pipelines(data, folder, proc, cached=None):
     if cached is not None: out['ours_cached'] = (cached, data_collator(cached))
     return out
 
-def build_cache(data, folder, proc, cache_dir, workers):
+def build_cache(data, folder, proc, cache_dir, workers, model_max_length=2048):
     "Build the `PreprocessedCache` from scratch with `workers` processes; (seconds, dataset using it)."
     import shutil
     from llava_lora_nb.dataset import LazySupervisedDataset
     shutil.rmtree(cache_dir, ignore_errors=True)
     t0 = time.perf_counter()
-    ds = LazySupervisedDataset(str(data), folder, proc, template='vicuna_v1', model_max_length=2048, cache_dir=cache_dir,
+    ds = LazySupervisedDataset(str(data), folder, proc, template='vicuna_v1', model_max_length=model_max_length, cache_dir=cache_dir,
                                cache_workers=workers, progress=False)
     return time.perf_counter() - t0, ds
 

@@ -16,7 +16,7 @@ if m:
             f"- Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}",
             "- 1-minute load average when each benchmark started → ended (other jobs on the machine inflate absolute times;",
             "  ratios are measured with the compared sides interleaved run by run, so load changes hit both alike):"]
-    for n in ('merge', 'data', 'train'):
+    for n in ('merge', 'data', 'data_next', 'train'):
         d = load(n)
         if d: out.append(f"  `{n}` {d['when']}: {d['machine']['loadavg_start'][0]:.1f} → {d['loadavg_end'][0]:.1f}"
                          + (" (quiet)" if max(d['machine']['loadavg_start'][0], d['loadavg_end'][0]) < 2.5 else " (**loaded**: treat absolute times with care)"))
@@ -83,6 +83,26 @@ if d:
             "  the original's vicuna-specific `-2`/`-1` length hack does not fit this tokenizer (`▁ASSISTANT:` is one token; `</s>USER` vs `▁USER`), the bug of",
             f"  issues #661/#1166/#1706. In every other record the labels agree once the `▁` position is aligned ({c['labels_equal_once_aligned']} of {c['records'] - c['baseline_all_masked']}).",
             f"- `pixel_values`: bitwise equal in {c['pixels_equal']} of {c['image_records']} image records.", "", "![data](data.png)", ""]
+d = load('data_next')
+if d:
+    r, sp, c, same, bs = d['records_per_s_median'], d['speedup_over_processor'], d['comparison'], d['fast_path_equals_plain'], d['cache_build_s_median']
+    ti, tk = d['tiles_per_image'], d['image_tokens_per_image']
+    out += ["## 2b. Data pipeline, any-resolution (LLaVA-NeXT / 1.6): ours vs `LlavaNextProcessor`", "",
+            f"Command: `python bench/bench_data_next.py --runs {d['runs']}`. {d['n_records']} generated records (≈70% with a JPEG image; sizes "
+            + ', '.join(f"{w}×{h}" for w, h in d['image_sizes_wh']) + "), a `LlavaNextProcessor` at llava-v1.6's geometry (336 px tiles, patch 14,",
+            f"five grids): {ti['mean']:.1f} tiles per image incl. the base image ({ti['min']}–{ti['max']}), {tk['mean']:.0f} image tokens per image ({tk['min']}–{tk['max']}).",
+            "`tiny_tokenizer`, batch 16, one full pass through a `DataLoader` (worker start-up included). *Processor*: render the prompt and call",
+            "`processor(text=..., images=...)` per record (no label masking, so a lower bound on the work); ours: `LazySupervisedDataset` +",
+            "`data_collator` (masked labels, tiles padded per batch, `image_sizes`), plain and with `cache_dir=`.", "",
+            "| DataLoader workers | processor records/s | ours, plain | ours, cached | plain / processor | **cached / processor** |", "|---|---|---|---|---|---|"]
+    for w in (0, 2):
+        out.append(f"| {w} | {f1(r[f'processor_w{w}'])} | {f1(r[f'ours_w{w}'])} | {f1(r[f'ours_cached_w{w}'])} | {sp[f'ours_w{w}']:.2f}× | **{sp[f'ours_cached_w{w}']:.1f}×** |")
+    out += ["", f"The cache (base image + tiles as uint8, one flat memory-mapped array; {d['cache_bytes']/2**20:.0f} MiB) took {bs['w0']:.1f} s / {bs['w2']:.1f} s to build "
+            "(0 / 2 workers). With 2 workers on this 2-core machine the workers compete with the main process, so 0 workers is the fairer column here.", "",
+            f"**Fast path = plain path:** cached items bitwise equal to the plain path's in `input_ids` {same['input_ids']}, `labels` {same['labels']}, "
+            f"`pixel_values` {same['pixel_values']}, `image_sizes` {same['image_sizes']} of {same['records']} records." "",
+            f"**Ours = the processor:** `input_ids` equal in {c['ids_equal']} of {c['records']} records; `pixel_values` bitwise equal in {c['pixels_equal']} and "
+            f"`image_sizes` in {c['image_sizes_equal']} of {c['image_records']} image records.", ""]
 d = load('train')
 if d:
     res = d['results']

@@ -7,6 +7,7 @@ export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), load: $(cut -d' ' -f1-3 /proc/loadavg)"
 python bench/bench_merge.py
 python bench/bench_data.py
+python bench/bench_data_next.py
 python bench/bench_train.py
 if python -c 'import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then python bench/bench_gpu.py
 else echo "bench_gpu.py skipped: no CUDA GPU"; fi

@@ -13,7 +13,8 @@ import torch
 from .core import ArgumentParser, run_cli, staged_folder
 from .records import (DataError, Problem, ValidationReport, load_records, resolve_image_path, record_problems)
 from .prompts import (IGNORE_INDEX, image_truncation, TEMPLATES, get_template, tokenize_conversation, text_budget, num_image_tokens,
-                                   open_image, process_image, image_crop, finish_image, pixel_lut, _tokenizer, _image_token_id, _tok_info)
+                                   open_image, process_image, image_crop, finish_image, pixel_lut, _tokenizer, _image_token_id, _tok_info,
+                                   is_anyres, image_size_of, anyres_grid)
 
 # %% auto #0
 __all__ = ['CACHE_VERSION', 'validate_records', 'LazySupervisedDataset', 'DataCollatorForSupervisedDataset', 'data_collator',
@@ -62,6 +63,7 @@ def validate_records(records,                    # list of records (e.g. from `l
         return rep
     seen, lengths, truncated, tpl = {}, [], 0, get_template(template)
     tok = _tokenizer(processor) if processor is not None else None
+    anyres, image_tokens = processor is not None and is_anyres(processor), []   # LLaVA-NeXT: image tokens depend on each image's size
     specials = _tok_info(tok)['special_re'] if tok is not None else re.compile('|'.join(map(re.escape, _DEFAULT_SPECIALS)))
     cut = model_max_length or (tok.model_max_length if tok is not None and (tok.model_max_length or 0) < 10**7 else None)
     max_chars = text_budget(tok, cut) if tok is not None and cut else None
@@ -83,7 +85,14 @@ def validate_records(records,                    # list of records (e.g. from `l
         if 'image' in r and check_images and folder_ok and not any(p.field == 'image' for p in probs):
             jobs.append((i, r.get('id'), resolve_image_path(image_folder, r['image'])))
         if tok is None or any(p.field != 'image' and p.level == 'error' for p in probs): continue
-        try: d = tokenize_conversation(r['conversations'], processor, tpl, has_image='image' in r, record_id=f"record {i} (id={r.get('id')!r})", max_length=cut)
+        size = None
+        if anyres and 'image' in r:   # its size decides its image tokens: read from the file's header (a broken image is reported below)
+            if not folder_ok or any(p.field == 'image' for p in probs): continue
+            try: size = image_size_of(resolve_image_path(image_folder, r['image']))
+            except Exception: continue
+            image_tokens.append(num_image_tokens(processor, size))
+        try: d = tokenize_conversation(r['conversations'], processor, tpl, has_image='image' in r, record_id=f"record {i} (id={r.get('id')!r})",
+                                       max_length=cut, image_size=size)
         except DataError as e: rep.problems.append(Problem(i, r.get('id'), 'conversations', str(e))); continue
         L = len(d['input_ids']); lengths.append(L)
         if model_max_length and L > model_max_length:
@@ -101,39 +110,67 @@ def validate_records(records,                    # list of records (e.g. from `l
                        turns=sum(len(c) // 2 for c in convs if isinstance(c, list)),
                        token_lengths=_percentiles(lengths) if lengths else None, model_max_length=model_max_length, truncated=truncated,
                        problems=len(rep.errors), warnings=len(rep.warnings))
+    if anyres: rep.summary['image_tokens'] = _percentiles(image_tokens) if image_tokens else None
     return rep
 
 # %% ../nbs/03_dataset.ipynb #57806a93
 class LazySupervisedDataset(torch.utils.data.Dataset):
-    "LLaVA records → `{'input_ids', 'labels', 'pixel_values'}`, tokenized and image-processed on access."
+    "LLaVA records → `{'input_ids', 'labels', 'pixel_values'}` (LLaVA-NeXT: and `image_sizes`), tokenized and image-processed on access."
     def __init__(self,
                  data_path,                  # JSON/JSONL file (or a list of records)
                  image_folder,               # folder the image paths are relative to
-                 processor,                  # `LlavaProcessor`
+                 processor,                  # `LlavaProcessor` or `LlavaNextProcessor` (any-resolution images)
                  template='vicuna_v1',       # conversation template
                  model_max_length:int=2048,  # sequences are truncated to this by the collator
-                 image_aspect_ratio='pad',   # 'pad' (v1.5), 'resize' or 'square'
+                 image_aspect_ratio='pad',   # 'pad' (v1.5), 'resize' or 'square'; LLaVA-NeXT: its processor's any-resolution
                  cache_dir=None,             # folder for a `PreprocessedCache` (built if missing or stale); None: no cache
                  cache_workers:int=0,        # processes that build the cache's image crops
                  progress:bool=True):        # progress bars while the cache is built
         self.records = data_path if isinstance(data_path, list) else load_records(data_path)
         self.image_folder, self.processor, self.template = image_folder, processor, get_template(template)
         self.model_max_length, self.image_aspect_ratio = model_max_length, image_aspect_ratio
-        self.tokenizer, self.n_image_tokens = _tokenizer(processor), num_image_tokens(processor)
+        self.tokenizer, self.anyres, self._sizes = _tokenizer(processor), is_anyres(processor), {}
+        self.n_image_tokens = None if self.anyres else num_image_tokens(processor)   # NeXT: per image, `image_tokens(i)`
         self._max_chars = text_budget(self.tokenizer, model_max_length)   # per turn: enough for every token that can be kept
         self.cache = PreprocessedCache.open_or_build(self, cache_dir, cache_workers, progress) if cache_dir else None
     def __len__(self): return len(self.records)
     def _words(self, r): return sum(len(t['value'][:self._max_chars].split()) for t in r['conversations'])
-    @property
-    def lengths(self): return [self._words(r) + (self.n_image_tokens if 'image' in r else 0) for r in self.records]
-    @property
-    def modality_lengths(self): return [max(1, self._words(r)) * (1 if 'image' in r else -1) for r in self.records]
     def _who(self, i): return f"record {i} (id={self.records[i].get('id')!r})"
+    def image_size(self, i):
+        "`(height, width)` of record `i`'s image, read once from the file's header (None for a text-only record)."
+        r = self.records[i]
+        if 'image' not in r: return None
+        if r['image'] not in self._sizes:
+            path = resolve_image_path(self.image_folder, r['image'])
+            try: self._sizes[r['image']] = image_size_of(path)
+            except (OSError, ValueError) as e: raise DataError(f"{self._who(i)}: cannot read image {path} ({e}); run llava_lora_check") from None
+        return self._sizes[r['image']]
+    def image_tokens(self, i):
+        "How many image tokens record `i` has: `num_image_tokens` (LLaVA-NeXT: of its image's size), 0 for a text-only record."
+        if 'image' not in self.records[i]: return 0
+        return num_image_tokens(self.processor, self.image_size(i)) if self.anyres else self.n_image_tokens
+    def _read_sizes(self):
+        "NeXT: read every image's header not read yet, in a thread pool (`lengths` needs them all); unreadable ones are named when used."
+        todo = list(dict.fromkeys(r['image'] for r in self.records if 'image' in r and r['image'] not in self._sizes))
+        def size(rel):
+            try: return image_size_of(resolve_image_path(self.image_folder, rel))
+            except (OSError, ValueError): return None
+        if todo:
+            with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as ex:
+                self._sizes.update((rel, s) for rel, s in zip(todo, ex.map(size, todo)) if s is not None)
+    @property
+    def lengths(self):
+        if self.anyres: self._read_sizes()
+        return [self._words(r) + self.image_tokens(i) for i, r in enumerate(self.records)]
+    @property
+    def modality_lengths(self):   # LLaVA's: words, + for image records; NeXT adds each image's tokens (1.5's are one constant)
+        if self.anyres: self._read_sizes()
+        return [(max(1, self._words(r)) + (self.image_tokens(i) if self.anyres else 0)) * (1 if 'image' in r else -1) for i, r in enumerate(self.records)]
     def tokenize(self, i):
         "`input_ids`/`labels` of record `i` (no image is opened)."
         r = self.records[i]
         d = tokenize_conversation(r['conversations'], self.processor, self.template, has_image='image' in r,
-                                  record_id=self._who(i), n_image_tokens=self.n_image_tokens, max_length=self.model_max_length)
+                                  record_id=self._who(i), n_image_tokens=self.image_tokens(i) or None, max_length=self.model_max_length)
         cut = image_truncation(d['input_ids'], _image_token_id(self.tokenizer) if 'image' in r else None, self.model_max_length)
         if cut: raise DataError(f"{self._who(i)}: {cut} (llava_lora_check lists such records)")
         return d
@@ -147,6 +184,7 @@ class LazySupervisedDataset(torch.utils.data.Dataset):
             path = resolve_image_path(self.image_folder, r['image'])
             try: d['pixel_values'] = process_image(path, self.processor, self.image_aspect_ratio)
             except (OSError, ValueError) as e: raise DataError(f"{self._who(i)}: cannot read image {path} ({e}); run llava_lora_check") from None
+        if self.anyres: d['image_sizes'] = torch.tensor(self.image_size(i), dtype=torch.long) if 'image' in r else None
         return d
 
 # %% ../nbs/03_dataset.ipynb #95b1da14
@@ -156,7 +194,7 @@ class DataCollatorForSupervisedDataset:
     model_max_length:int = 2048      # truncate longer rows
     image_token_id:int|None = None   # if given, refuse truncations that cut an image block
     def __call__(self, instances):
-        "Pad/truncate a list of dataset items into a batch `LlavaForConditionalGeneration(**batch)` accepts."
+        "Pad/truncate a list of dataset items into a batch `LlavaForConditionalGeneration(**batch)` (or `LlavaNextForConditionalGeneration`) accepts."
         M, ids, labels = self.model_max_length, [], []
         for k, x in enumerate(instances):
             i, l = x['input_ids'], x['labels']
@@ -170,7 +208,11 @@ class DataCollatorForSupervisedDataset:
         for k, (i, l) in enumerate(zip(ids, labels)):
             batch['input_ids'][k, :len(i)] = i; batch['labels'][k, :len(l)] = l; batch['attention_mask'][k, :len(i)] = 1
         pv = [x['pixel_values'] for x in instances if x.get('pixel_values') is not None]
-        if pv: batch['pixel_values'] = torch.stack(pv)
+        if pv and pv[0].dim() == 4:   # LLaVA-NeXT: base image + tiles, zero-padded to the batch's most tiles as the processor pads
+            n = max(len(p) for p in pv)   # (the model takes the real ones, counted from `image_sizes`)
+            batch['pixel_values'] = torch.stack([torch.cat([p, p.new_zeros(n - len(p), *p.shape[1:])]) for p in pv])
+            batch['image_sizes'] = torch.stack([x['image_sizes'] for x in instances if x.get('pixel_values') is not None])
+        elif pv: batch['pixel_values'] = torch.stack(pv)
         return batch
 
 # %% ../nbs/03_dataset.ipynb #ba100a59
@@ -268,6 +310,10 @@ class PreprocessedCache:
             slot = {rel: k for k, rel in enumerate(images)}
             np.save(tmp/'image_slot.npy', np.array([slot[r['image']] if 'image' in r else -1 for r in ds.records], np.int32))
             store, shape = None, None
+            if ds.anyres:   # LLaVA-NeXT: one flat array of tiles, image k = tiles[k]:tiles[k+1] (its count known from its size)
+                sizes = [ds.image_size(first_user[rel]) for rel in images]
+                tiles = np.concatenate([[0], np.cumsum([1 + int(np.prod(anyres_grid(ds.processor, s)[1])) for s in sizes])]).astype(np.int64)
+                np.save(tmp/'tiles.npy', tiles); np.save(tmp/'image_sizes.npy', np.array(sizes, np.int64).reshape(-1, 2))
             dl = torch.utils.data.DataLoader(_CropJob(ds, images, first_user), batch_size=None, num_workers=num_workers)
             for k, crop in enumerate(tqdm(dl, total=len(images), desc='cache: images', disable=not progress, leave=False)):
                 crop = np.asarray(crop)
@@ -275,8 +321,13 @@ class PreprocessedCache:
                     if crop.dtype != np.uint8:
                         raise DataError(f"preprocessing cache: this image processor ({type(ds.processor.image_processor).__name__}) resizes to "
                                         f"{crop.dtype}, not uint8, so its crops cannot be cached exactly; train without cache_dir")
-                    shape = crop.shape
-                    store = np.lib.format.open_memmap(tmp/'images.npy', mode='w+', dtype=np.uint8, shape=(len(images), *shape))
+                    shape = crop.shape[1:] if ds.anyres else crop.shape
+                    store = np.lib.format.open_memmap(tmp/'images.npy', mode='w+', dtype=np.uint8, shape=(int(tiles[-1]) if ds.anyres else len(images), *shape))
+                if ds.anyres:
+                    if crop.shape != (tiles[k + 1] - tiles[k], *shape):
+                        raise DataError(f"{ds._who(first_user[images[k]])}: its image preprocesses to {tuple(crop.shape)}, expected "
+                                        f"{(int(tiles[k + 1] - tiles[k]), *shape)} (base image + tiles); train without cache_dir")
+                    store[tiles[k]:tiles[k + 1]] = crop; continue
                 if crop.shape != shape:
                     raise DataError(f"{ds._who(first_user[images[k]])}: its image preprocesses to {tuple(crop.shape)}, the others to {shape}; "
                                     "the cache needs one image size (a processor that centre-crops)")
@@ -291,11 +342,13 @@ class PreprocessedCache:
 
     def arrays(self) -> dict:
         "The cache's arrays (memory-mapped on first use, in each process)."
-        if self._arrays is None: self._arrays = {n: _npload(self.path/f'{n}.npy') for n in self.FILES}
+        if self._arrays is None:
+            extra = ('tiles', 'image_sizes') if (self.path/'tiles.npy').exists() else ()   # any-resolution (LLaVA-NeXT) caches
+            self._arrays = {n: _npload(self.path/f'{n}.npy') for n in self.FILES + extra}
         return self._arrays
 
     def item(self, i:int, processor) -> dict:
-        "Item `i` as `LazySupervisedDataset` returns it: `input_ids`, `labels` (int64) and `pixel_values` (or None)."
+        "Item `i` as `LazySupervisedDataset` returns it: `input_ids`, `labels` (int64) and `pixel_values` (or None; NeXT: and `image_sizes`)."
         a = self.arrays(); s, e = int(a['offsets'][i]), int(a['offsets'][i + 1])
         d = {'input_ids': torch.from_numpy(a['ids'][s:e].astype(np.int64)), 'labels': torch.from_numpy(a['labels'][s:e].astype(np.int64)),
              'pixel_values': None}
@@ -303,10 +356,18 @@ class PreprocessedCache:
         if k >= 0:   # rescale + normalize act on each value alone, so a per-channel lookup table gives the processor's result exactly
             ip = getattr(processor, 'image_processor', processor)
             if self._lut[0] is not ip: self._lut = (ip, pixel_lut(ip))
-            lut, crop = self._lut[1], a['images'][k]
-            out = np.empty(crop.shape, np.float32)
-            for c in range(crop.shape[0]): np.take(lut[c], crop[c], out=out[c])
+            lut = self._lut[1]
+            if 'tiles' in a:   # LLaVA-NeXT: the image's base image and tiles, channels on axis 1
+                crop = a['images'][int(a['tiles'][k]):int(a['tiles'][k + 1])]
+                out = np.empty(crop.shape, np.float32)
+                for c in range(crop.shape[1]): out[:, c] = lut[c][crop[:, c]]
+                d['image_sizes'] = torch.from_numpy(a['image_sizes'][k].astype(np.int64))
+            else:
+                crop = a['images'][k]
+                out = np.empty(crop.shape, np.float32)
+                for c in range(crop.shape[0]): np.take(lut[c], crop[c], out=out[c])
             d['pixel_values'] = torch.from_numpy(out)
+        elif 'tiles' in a: d['image_sizes'] = None
         return d
 
     def check(self, ds, n:int=8):
@@ -315,7 +376,7 @@ class PreprocessedCache:
         text = [i for i, r in enumerate(ds.records) if 'image' not in r][:n]
         for i in sorted(set(with_img + text + ([len(ds) - 1] if len(ds) else []))):
             a, b = self.item(i, ds.processor), ds.plain_item(i)
-            for key in ('input_ids', 'labels', 'pixel_values'):
+            for key in ('input_ids', 'labels', 'pixel_values') + (('image_sizes',) if ds.anyres else ()):
                 same = (a[key] is None and b[key] is None) or (a[key] is not None and b[key] is not None and a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]))
                 if not same:
                     ip = getattr(ds.processor, 'image_processor', ds.processor)

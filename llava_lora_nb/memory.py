@@ -6,20 +6,22 @@
 from __future__ import annotations
 from typing import Optional
 import torch
+from .families import family_of
+from .prompts import num_image_tokens
 from .targets import trainable_report, lm_linear_paths
 from .loading import LoraSettings, KNOWN_CLIP
 
 # %% auto #0
-__all__ = ['GB', 'estimate_memory', 'llava15_config', 'memory_table', 'plot_memory', 'memory_ratios']
+__all__ = ['GB', 'NEXT_PINPOINTS', 'estimate_memory', 'llava15_config', 'memory_table', 'plot_memory', 'llava16_config',
+           'sample_seq_len', 'memory_ratios']
 
 # %% ../nbs/05a_memory.ipynb #1936c4da
 _DT_BYTES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2}
 
 def _counts(config_or_model, r:int) -> dict:
     "Parameter counts per component (from a meta-device model) and the LoRA adapter size for rank `r`."
-    from transformers import LlavaForConditionalGeneration
     cfg = getattr(config_or_model, 'config', config_or_model)
-    with torch.device('meta'): m = LlavaForConditionalGeneration(cfg)
+    with torch.device('meta'): m = family_of(cfg).model_cls()(cfg)   # LLaVA-1.5 or LLaVA-NeXT, from the config
     rep = trainable_report(m)
     mods = dict(m.named_modules())
     lin = [mods[p] for p in lm_linear_paths(m)]
@@ -29,12 +31,12 @@ def _counts(config_or_model, r:int) -> dict:
             'adapter': sum(r * (l.in_features + l.out_features) for l in lin),
             'hidden': cfg.text_config.hidden_size, 'layers': cfg.text_config.num_hidden_layers, 'vocab': cfg.text_config.vocab_size}
 
-def estimate_memory(config_or_model,                  # a `LlavaConfig` or a LLaVA model (only its config is used)
+def estimate_memory(config_or_model,                  # a `LlavaConfig` / `LlavaNextConfig` or a LLaVA model (only its config is used)
                     settings:LoraSettings,            # r, bits, double_quant, ... (the method follows from them)
                     method:Optional[str]=None,        # override: 'full', 'lora', 'qlora' or 'projector'
                     dtype:torch.dtype=torch.bfloat16, # compute / storage dtype of the non-quantized weights
                     batch_size:int=0,                 # per-device batch for the activation estimate (0: leave activations out)
-                    seq_len:int=2048,                 # tokens per sample (LLaVA-1.5: up to 2048, 576 of them image tokens)
+                    seq_len:int=2048,                 # tokens per sample (LLaVA-1.5: up to 2048, 576 of them image tokens; NeXT: `sample_seq_len`)
                     gradient_checkpointing:bool=True, # LLaVA's scripts use it
                    ) -> dict:
     "Bytes for weights, gradients, optimizer state, adapter (and activations) when training a LLaVA with full finetuning, LoRA or QLoRA."
@@ -85,10 +87,12 @@ def llava15_config(size:str='7b'):
                        vision_feature_layer=-2, image_seq_length=576, tie_word_embeddings=False)
 
 GB = 1024 ** 3
-def memory_table(sizes=('7b', '13b'), settings:LoraSettings=None, methods=('full', 'lora', 'qlora'), **kwargs) -> dict:
-    "`{(size, method): estimate_memory(...)}` for LLaVA-1.5 configs (`kwargs` go to `estimate_memory`)."
-    settings = settings or LoraSettings(bits=4)
-    return {(s, m): estimate_memory(llava15_config(s), settings, method=m, **kwargs) for s in sizes for m in methods}
+def memory_table(sizes=('7b', '13b'), settings:LoraSettings=None, methods=('full', 'lora', 'qlora'),
+                 config_fn=None,   # size -> config: `llava15_config` (default) or `llava16_config`
+                 **kwargs) -> dict:
+    "`{(size, method): estimate_memory(...)}` for LLaVA-1.5 (or `config_fn`'s) configs (`kwargs` go to `estimate_memory`)."
+    settings, config_fn = settings or LoraSettings(bits=4), config_fn or llava15_config
+    return {(s, m): estimate_memory(config_fn(s), settings, method=m, **kwargs) for s in sizes for m in methods}
 
 def plot_memory(table:dict, title:str='LLaVA-1.5 training memory (estimate)'):
     "Stacked bar chart of a `memory_table`, in GiB."
@@ -105,6 +109,29 @@ def plot_memory(table:dict, title:str='LLaVA-1.5 training memory (estimate)'):
     for x, b in enumerate(bottom): ax.text(x, b, f'{b:.0f}', ha='center', va='bottom')
     ax.set_ylabel('GiB'); ax.set_title(title); ax.legend()
     return fig
+
+# %% ../nbs/05a_memory.ipynb #10cd2689
+NEXT_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]   # llava-v1.6's `image_grid_pinpoints`
+
+def llava16_config(size:str='mistral-7b'):  # 'mistral-7b', 'vicuna-7b', 'vicuna-13b' or '34b'
+    "The `LlavaNextConfig` of a LLaVA-1.6 checkpoint (llava-hf layout) built from the published sizes, for estimates; no weights."
+    from transformers import LlavaNextConfig, CLIPVisionConfig, LlamaConfig, MistralConfig
+    h, n, i, heads, kv, vocab, cls = {'mistral-7b': (4096, 32, 14336, 32, 8, 32064, MistralConfig),
+                                      'vicuna-7b': (4096, 32, 11008, 32, 32, 32064, LlamaConfig),
+                                      'vicuna-13b': (5120, 40, 13824, 40, 40, 32064, LlamaConfig),
+                                      '34b': (7168, 60, 20480, 56, 8, 64064, LlamaConfig)}[size.lower()]
+    vision = CLIPVisionConfig(**KNOWN_CLIP['openai/clip-vit-large-patch14-336'])
+    text = cls(hidden_size=h, num_hidden_layers=n, intermediate_size=i, num_attention_heads=heads, num_key_value_heads=kv,
+               vocab_size=vocab, max_position_embeddings=4096, rms_norm_eps=1e-5, tie_word_embeddings=False)
+    return LlavaNextConfig(vision_config=vision, text_config=text, image_token_index=vocab - 64, image_grid_pinpoints=NEXT_PINPOINTS,
+                           vision_feature_layer=-2, vision_feature_select_strategy='default', image_seq_length=576, tie_word_embeddings=False)
+
+def sample_seq_len(config,               # a `LlavaConfig` / `LlavaNextConfig` (or a model)
+                   text_tokens:int=512,  # the sample's text tokens
+                   image_size=(672, 672)):  # `(height, width)` of its image (None: text only)
+    "Tokens of one training sample: `text_tokens` plus its image's tokens (`num_image_tokens`; LLaVA-NeXT: at `image_size`, from the config's grid)."
+    cfg = getattr(config, 'config', config)
+    return text_tokens + (num_image_tokens(cfg, image_size) if image_size is not None else 0)
 
 # %% ../nbs/05a_memory.ipynb #d54a8b7d
 def memory_ratios(size:str='7b', batch_sizes=(0, 1, 2, 4, 8, 16, 32), seq_len:int=2048, settings:LoraSettings=None) -> list[dict]:

@@ -9,12 +9,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
+from .core import LlavaLoraError
+from .families import family_of
 from .records import DataError, DEFAULT_IMAGE_TOKEN, ROLES
 
 # %% auto #0
 __all__ = ['TEMPLATES', 'TEMPLATE_ALIASES', 'LLAVA_CHAT_TEMPLATE', 'IGNORE_INDEX', 'Template', 'get_template', 'render_prompt',
-           'num_image_tokens', 'tokenize_conversation', 'text_budget', 'image_truncation', 'to_rgb', 'open_image',
-           'expand2square', 'process_image', 'image_crop', 'finish_image', 'pixel_lut', 'build_inference_inputs']
+           'is_anyres', 'image_size_of', 'anyres_grid', 'anyres_image_tokens', 'num_image_tokens', 'show_anyres',
+           'tokenize_conversation', 'text_budget', 'image_truncation', 'to_rgb', 'open_image', 'expand2square',
+           'process_image', 'image_crop', 'finish_image', 'pixel_lut', 'build_inference_inputs']
 
 # %% ../nbs/02_prompts.ipynb #ebdab08e
 @dataclass(frozen=True)
@@ -24,7 +27,8 @@ class Template:
     roles:tuple = ('USER', 'ASSISTANT')      # names rendered for human / gpt
     sep:str = ' '                            # after the system prompt and after each question
     sep2:str|None = None                     # after each answer; None: the tokenizer's EOS token
-    style:str = 'two'                        # 'two' (`SYS USER: q ASSISTANT: a</s>...`) or 'plain' (`<image>caption\n`)
+    style:str = 'two'                        # 'two' (`SYS USER: q ASSISTANT: a</s>...`), 'plain' (`<image>caption\n`),
+                                             # 'llama_2' (`[INST] q [/INST] a </s>...`) or 'mpt' (ChatML: `role q<sep>role a<sep>...`)
 
 TEMPLATES = {
     'vicuna_v1': Template('vicuna_v1', "A chat between a curious user and an artificial intelligence assistant. "
@@ -33,8 +37,11 @@ TEMPLATES = {
                          "The assistant gives helpful, detailed, and polite answers to the human's questions."),
     'plain': Template('plain', '', ('', ''), '\n', '\n', 'plain'),
     'llava_hf': Template('llava_hf', ''),
+    'mistral_instruct': Template('mistral_instruct', '', ('USER', 'ASSISTANT'), '', None, 'llama_2'),
+    'chatml_direct': Template('chatml_direct', '<|im_start|>system\nAnswer the questions.',
+                              ('<|im_start|>user\n', '<|im_start|>assistant\n'), '<|im_end|>', '<|im_end|>', 'mpt'),
 }
-TEMPLATE_ALIASES = {'v1': 'vicuna_v1', 'vicuna': 'vicuna_v1', 'llava_hf_chat': 'llava_hf'}
+TEMPLATE_ALIASES = {'v1': 'vicuna_v1', 'vicuna': 'vicuna_v1', 'llava_hf_chat': 'llava_hf', 'mistral_direct': 'chatml_direct'}
 
 # %% ../nbs/02_prompts.ipynb #014425c6
 def get_template(name):  # a name in `TEMPLATES` (or alias 'v1'), or a `Template`
@@ -85,6 +92,9 @@ def _render(conversations, template='vicuna_v1', eos:str='</s>', add_generation_
             s = len(text); text += convs[1]['value'] + close; spans.append((s, len(text), convs[1]['value']))
             literal.append((s, s + len(convs[1]['value'])))
         return text, spans, literal
+    if tpl.style in ('llama_2', 'mpt'):
+        if add_generation_prompt and len(convs) % 2 == 0: raise DataError(f"{who}a generation prompt needs a conversation that ends with a question")
+        return _render_inst(tpl, convs, lead, close, add_generation_prompt)
     user, asst = tpl.roles
     text = tpl.system + tpl.sep if tpl.system else ''
     for j, t in enumerate(convs):
@@ -98,6 +108,27 @@ def _render(conversations, template='vicuna_v1', eos:str='</s>', add_generation_
     if add_generation_prompt:
         if len(convs) % 2 == 0: raise DataError(f"{who}a generation prompt needs a conversation that ends with a question")
         text += f"{asst}:"
+    return text, spans, literal
+
+def _render_inst(tpl, convs, lead, close, add_generation_prompt):
+    "Text, answer spans and literal spans for the original's `LLAMA_2` (mistral_instruct) and `MPT` (chatml_direct) styles."
+    spans, literal = [], []
+    if tpl.style == 'llama_2':   # `[INST] q [/INST] a </s>[INST] q2 [/INST] a2 </s>` (sep before every [INST] but the first)
+        text = ''
+        for j, t in enumerate(convs):
+            if j % 2 == 0:
+                text += (tpl.sep if j else '') + '[INST] ' + (f"<<SYS>>\n{tpl.system}\n<</SYS>>\n\n" if j == 0 and tpl.system else '')
+                literal.append((len(text) + lead[j], len(text) + len(t['value']))); text += t['value'] + ' [/INST]'
+            else:
+                s = len(text); literal.append((s + 1, s + 1 + len(t['value'])))
+                text += f" {t['value']} {close}"; spans.append((s, len(text), t['value']))
+        return text, spans, literal
+    text = tpl.system + tpl.sep  # 'mpt': `system<sep>` then `role message<sep>` per turn; the answer and its <sep> are learned
+    for j, t in enumerate(convs):
+        text += tpl.roles[j % 2]; s = len(text)
+        literal.append((s + lead[j], s + len(t['value']))); text += t['value'] + (close if j % 2 else tpl.sep)
+        if j % 2: spans.append((s, len(text), t['value']))
+    if add_generation_prompt: text += tpl.roles[1]
     return text, spans, literal
 
 def render_prompt(conversations,                 # list of {'from', 'value'} turns, alternating human/gpt
@@ -117,6 +148,56 @@ LLAVA_CHAT_TEMPLATE = (
     "{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{% generation %}{{ content['text'] + ' '}}{% endgeneration %}{% endfor %}{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}")
 
+# %% ../nbs/02_prompts.ipynb #60f222ae
+def is_anyres(processor):  # a processor, or its image processor
+    "Whether `processor` cuts images into tiles (LLaVA-NeXT's any-resolution): from its family (an image processor: from its `image_grid_pinpoints`)."
+    if getattr(processor, 'image_processor', None) is not None:
+        try: return family_of(processor).anyres
+        except LlavaLoraError: return False
+    return getattr(processor, 'image_grid_pinpoints', None) is not None
+
+def image_size_of(img):  # PIL image, or a path to one (only its header is read)
+    "`(height, width)` of an image, as LLaVA-NeXT's `image_sizes` holds it; a file is not decoded."
+    if isinstance(img, Image.Image): return img.size[1], img.size[0]
+    with Image.open(img) as im: return im.size[1], im.size[0]
+
+def _tile_side(ip):
+    "Side of one tile in pixels: the image processor's crop (else its size), as it cuts the tiles."
+    crop, size = getattr(ip, 'crop_size', None) or {}, getattr(ip, 'size', None) or {}
+    return crop.get('height') or size.get('height') or size['shortest_edge']
+
+def _anyres_geometry(obj):
+    "`(pinpoints, tile side, patch, extra tokens, strategy)` of a `LlavaNextProcessor`, its image processor, or a `LlavaNextConfig`."
+    if getattr(obj, 'vision_config', None) is not None:   # the model's own geometry; CLIP adds its CLS token
+        v = obj.vision_config
+        return (obj.image_grid_pinpoints, v.image_size, v.patch_size, 1 if 'clip' in v.model_type else 0, obj.vision_feature_select_strategy)
+    ip = getattr(obj, 'image_processor', obj)
+    return (ip.image_grid_pinpoints, _tile_side(ip), getattr(obj, 'patch_size', None),
+            getattr(obj, 'num_additional_image_tokens', 0) or 0, getattr(obj, 'vision_feature_select_strategy', None))
+
+def anyres_grid(processor,    # a `LlavaNextProcessor` (or its image processor, or a `LlavaNextConfig`)
+                image_size):  # `(height, width)` of the image
+    "The resolution `(H, W)` from `image_grid_pinpoints` the image is fitted into, and its grid of tiles `(rows, cols)`."
+    from transformers.image_processing_utils import select_best_resolution
+    pinpoints, side, *_ = _anyres_geometry(processor)
+    H, W = select_best_resolution([int(x) for x in image_size], pinpoints)
+    return (H, W), (H // side, W // side)
+
+def anyres_image_tokens(processor,    # a `LlavaNextProcessor` (or a `LlavaNextConfig`: the same count from the model's geometry)
+                        image_size):  # `(height, width)` of the image
+    "`<image>` tokens one image of `image_size` becomes for LLaVA-NeXT: base image + the tiles' features without padding + one newline per row."
+    if image_size is None:
+        raise DataError("LLaVA-NeXT: how many image tokens an image becomes depends on its size: give image_size=(height, width)")
+    h, w = (int(x) for x in image_size)
+    _, (rows, cols) = anyres_grid(processor, (h, w))
+    _, side, patch, extra, strategy = _anyres_geometry(processor)
+    p = side // patch                          # features along one side of a tile
+    fh, fw = rows * p, cols * p                # the tiles' features as one grid
+    if w / h > fw / fh: fh -= 2 * ((fh - int(round(h * (fw / w), 7))) // 2)   # cut the rows / columns that saw only padding
+    else: fw -= 2 * ((fw - int(round(w * (fh / h), 7))) // 2)
+    n = p * p + extra + fh * fw + fh
+    return n - 1 if strategy == 'default' else n
+
 # %% ../nbs/02_prompts.ipynb #2b3847d5
 IGNORE_INDEX = -100          # label value the loss ignores
 
@@ -131,8 +212,10 @@ def _image_token_id(tok):
         raise DataError("the tokenizer has no '<image>' token: use the LLaVA processor's tokenizer (llava-hf checkpoints add it)")
     return tid
 
-def num_image_tokens(processor):  # a `LlavaProcessor` (a bare tokenizer gives 1)
-    "How many `<image>` tokens one image becomes in `input_ids` (576 for LLaVA-1.5 at 336px, 16 for the tiny model)."
+def num_image_tokens(processor,         # a `LlavaProcessor` or `LlavaNextProcessor` (a bare tokenizer gives 1)
+                     image_size=None):  # `(height, width)` of the image: LLaVA-NeXT's count depends on it (1.5 ignores it)
+    "How many `<image>` tokens one image becomes in `input_ids` (576 for LLaVA-1.5 at 336px, 16 for the tiny model; NeXT: `anyres_image_tokens`)."
+    if is_anyres(processor): return anyres_image_tokens(processor, image_size)
     for a in ('num_image_tokens', 'image_seq_length'):
         if isinstance(getattr(processor, a, None), int): return getattr(processor, a)
     ip = getattr(processor, 'image_processor', None)
@@ -143,6 +226,30 @@ def num_image_tokens(processor):  # a `LlavaProcessor` (a bare tokenizer gives 1
         n = (h // processor.patch_size) * (w // processor.patch_size) + (getattr(processor, 'num_additional_image_tokens', 0) or 0)
         return n - 1 if getattr(processor, 'vision_feature_select_strategy', 'default') == 'default' else n
     return processor._get_num_multimodal_tokens([(h, w)]).num_image_tokens[0]
+
+# %% ../nbs/02_prompts.ipynb #5e19c979
+def show_anyres(img,             # PIL image (or path)
+                processor,       # a `LlavaNextProcessor`
+                figsize=(7, 2.6)):
+    "Draw how LLaVA-NeXT sees `img`: the base image, and the image fitted into its best resolution, cut into tiles; the title gives the token count."
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+    img = img if isinstance(img, Image.Image) else open_image(img)
+    h, w = image_size_of(img)
+    (H, W), (rows, cols) = anyres_grid(processor, (h, w))
+    side = _tile_side(processor.image_processor)
+    nw, nh = (W, min(-(-h * W // w), H)) if W / w < H / h else (min(-(-w * H // h), W), H)
+    fig, (a0, a1) = plt.subplots(1, 2, figsize=figsize, gridspec_kw={'width_ratios': [1, max(1, W / H) * 1.4]})
+    a0.imshow(img.resize((side, side), Image.BICUBIC)); a0.set_title(f'base image ({side} px)', fontsize=8); a0.axis('off')
+    canvas = Image.new('RGB', (W, H)); canvas.paste(img.resize((nw, nh), Image.BICUBIC), ((W - nw) // 2, (H - nh) // 2))
+    a1.imshow(canvas)
+    for r in range(rows):
+        for c in range(cols): a1.add_patch(Rectangle((c * side - .5, r * side - .5), side, side, fill=False, ec='white', lw=1.5, ls='--'))
+    a1.set_xticks([]); a1.set_yticks([])
+    a1.set_title(f'{h}×{w} px → {H}×{W}: {rows}×{cols} tiles of {side} px (black: padding)', fontsize=8)
+    fig.suptitle(f'{num_image_tokens(processor, (h, w))} image tokens', fontsize=9)
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/02_prompts.ipynb #e553a119
 _TOK_INFO = weakref.WeakKeyDictionary()
@@ -203,7 +310,8 @@ def tokenize_conversation(conversations,          # list of {'from': 'human'|'gp
                           template='vicuna_v1',   # template name or `Template`
                           has_image:bool=True,    # the record has an image (its `<image>` placeholder is expanded)
                           record_id=None,         # named in errors, e.g. "record 12 (id='a')"
-                          n_image_tokens:int=None,  # image tokens per image; default: `num_image_tokens(processor)`
+                          n_image_tokens:int=None,  # image tokens per image; default: `num_image_tokens(processor, image_size)`
+                          image_size=None,        # `(height, width)` of the record's image (LLaVA-NeXT: decides its image tokens)
                           max_length:int=None):   # `model_max_length`: each turn's text is cut to `text_budget` characters (None: no cut)
     "`input_ids` and `labels` (LongTensors) for one conversation: labels are -100 except each answer and its closing EOS."
     tok, who = _tokenizer(processor_or_tokenizer), f"{record_id}: " if record_id else ''
@@ -217,16 +325,15 @@ def tokenize_conversation(conversations,          # list of {'from': 'human'|'gp
             raise DataError(f"{who}expected the '<image>' placeholder to become one image token, found {ids.count(img_id)}: the tokenizer splits '<image>'")
         at = ids.index(img_id)
     labels = [IGNORE_INDEX] * len(ids)
-    close = tpl.sep2 if tpl.sep2 is not None else tok.eos_token
-    for (s, e, answer), idx in zip(spans, cover):
+    for (s, e, answer), idx in zip(spans, cover):   # text[s:e]: the answer with the template's space before and closing token after
         got = tok.decode([ids[k] for k in idx], skip_special_tokens=False, clean_up_tokenization_spaces=False)
-        if not idx or got.strip() != (answer + close).strip():
-            raise DataError(f"{who}label mask mismatch: the supervised tokens decode to {got!r} but the answer is {(answer + close)!r}; "
+        if not idx or got.strip() != text[s:e].strip():
+            raise DataError(f"{who}label mask mismatch: the supervised tokens decode to {got!r} but the answer is {text[s:e].strip()!r}; "
                             f"check that template {tpl.name!r} fits this tokenizer")
         for k in idx: labels[k] = ids[k]
     ids, labels = torch.tensor(ids, dtype=torch.long), torch.tensor(labels, dtype=torch.long)
     if has_image:   # the one image id becomes `n_img` (cheaper on tensors than building 600-long lists)
-        n_img = n_image_tokens or num_image_tokens(processor_or_tokenizer)
+        n_img = n_image_tokens or num_image_tokens(processor_or_tokenizer, image_size)
         ids, labels = [torch.cat([t[:at], t[at:at + 1].expand(n_img), t[at + 1:]]) for t in (ids, labels)]
     return {'input_ids': ids, 'labels': labels}
 
@@ -312,9 +419,10 @@ def expand2square(img,               # PIL image
 
 # %% ../nbs/02_prompts.ipynb #00659cc9
 def _prepare_image(img, ip, image_aspect_ratio):
-    "The PIL image the image processor `ip` receives: RGB, padded to a square ('pad') or squashed ('resize')."
+    "The PIL image the image processor `ip` receives: RGB, padded to a square ('pad') or squashed ('resize'); any-resolution: RGB as it is."
     if not isinstance(img, Image.Image): img = open_image(img)
     elif img.mode != 'RGB': img = to_rgb(img)
+    if is_anyres(ip): return img   # LLaVA-NeXT: the processor tiles the image at its own aspect ratio
     if image_aspect_ratio == 'pad': img = expand2square(img, tuple(int(x * 255) for x in ip.image_mean))
     elif image_aspect_ratio == 'resize':
         crop = getattr(ip, 'crop_size', None) or {}
@@ -324,21 +432,22 @@ def _prepare_image(img, ip, image_aspect_ratio):
 
 def process_image(img,                        # PIL image, or a path to one
                   image_processor,            # the processor's image processor (or the processor)
-                  image_aspect_ratio='pad'):  # 'pad' (v1.5), 'resize', or 'square'/None (processor as is)
-    "Preprocess one image to a `FloatTensor[3,H,W]` exactly as training does."
+                  image_aspect_ratio='pad'):  # 'pad' (v1.5), 'resize', or 'square'/None (processor as is); NeXT: unused
+    "Preprocess one image exactly as training does: `FloatTensor[3,H,W]`, or for LLaVA-NeXT its base image and tiles `[1+tiles,3,H,W]`."
     ip = getattr(image_processor, 'image_processor', image_processor)
     return ip(_prepare_image(img, ip, image_aspect_ratio), return_tensors='pt')['pixel_values'][0]
 
 # %% ../nbs/02_prompts.ipynb #4afa2ae4
 def image_crop(img, image_processor, image_aspect_ratio='pad'):
-    "uint8 `[C,H,W]` array: the image after the processor's resize and centre crop, before rescale/normalize (what the cache stores)."
+    "uint8 `[C,H,W]` array (LLaVA-NeXT: `[1+tiles,C,H,W]`): the image after the processor's resize and crop, before rescale/normalize (what the cache stores)."
     ip = getattr(image_processor, 'image_processor', image_processor)
     x = ip(_prepare_image(img, ip, image_aspect_ratio), do_rescale=False, do_normalize=False, return_tensors='np')['pixel_values'][0]
     return np.asarray(x)
 
 def finish_image(crop, image_processor):
-    "The processor's own rescale and normalize applied to a uint8 crop → `FloatTensor[C,H,W]`, as `process_image` computes it."
+    "The processor's own rescale and normalize applied to a uint8 crop → `FloatTensor[C,H,W]` (tiles: `[N,C,H,W]`), as `process_image` computes it."
     ip = getattr(image_processor, 'image_processor', image_processor)
+    if np.ndim(crop) == 4: return torch.stack([finish_image(c, ip) for c in crop])   # any-resolution: each tile as the processor does
     if any(c.__name__ == 'TorchvisionBackend' for c in type(ip).__mro__):   # torch backends fuse the two steps
         t = torch.as_tensor(crop)[None]
         return ip.rescale_and_normalize(t, ip.do_rescale, ip.rescale_factor, ip.do_normalize, ip.image_mean, ip.image_std)[0].float()
@@ -358,7 +467,7 @@ def build_inference_inputs(conversations_or_question,  # a question string, or t
                            template='vicuna_v1',       # the template used in training
                            image=None,                 # PIL image or path (None: text-only)
                            image_aspect_ratio='pad'):  # as in training
-    "Batched `input_ids`, `attention_mask` (and `pixel_values`) for `model.generate`: exactly the training prompt up to the answer."
+    "Batched `input_ids`, `attention_mask` (and `pixel_values`; NeXT: and `image_sizes`) for `model.generate`: exactly the training prompt up to the answer."
     if isinstance(conversations_or_question, str):
         q = conversations_or_question
         if image is not None and DEFAULT_IMAGE_TOKEN not in q: q = DEFAULT_IMAGE_TOKEN + '\n' + q
@@ -371,8 +480,12 @@ def build_inference_inputs(conversations_or_question,  # a question string, or t
     tok = _tokenizer(processor)
     text, _, literal = _render(convs, template, tok.eos_token, add_generation_prompt=True, has_image=image is not None)
     ids, _ = _encode(text, tok, literal=literal)   # the question's text is text; the one `<image>` is expanded as in training
+    size = None
     if image is not None:
-        at = ids.index(_image_token_id(tok)); ids = ids[:at] + ids[at:at + 1] * num_image_tokens(processor) + ids[at + 1:]
+        if not isinstance(image, Image.Image): image = open_image(image)
+        size = image_size_of(image) if is_anyres(processor) else None
+        at = ids.index(_image_token_id(tok)); ids = ids[:at] + ids[at:at + 1] * num_image_tokens(processor, size) + ids[at + 1:]
     out = {'input_ids': torch.tensor([ids], dtype=torch.long), 'attention_mask': torch.ones(1, len(ids), dtype=torch.long)}
     if image is not None: out['pixel_values'] = process_image(image, processor, image_aspect_ratio)[None]
+    if size is not None: out['image_sizes'] = torch.tensor([size], dtype=torch.long)
     return out

@@ -83,6 +83,7 @@ class ValidationReport:
                  f"{s.get('turns', 0)} question/answer turns"]
         if s.get('token_lengths'): lines.append('token lengths: ' + ', '.join(f"{k} {v}" for k, v in s['token_lengths'].items())
                                                 + (f"; {s['truncated']} longer than model_max_length {s['model_max_length']}" if s.get('model_max_length') else ''))
+        if s.get('image_tokens'): lines.append('image tokens per image (any-resolution): ' + ', '.join(f"{k} {v}" for k, v in s['image_tokens'].items()))
         errs, warns = self.errors, self.warnings
         if self.ok: lines.append('OK: no problems found' + (f"; {len(warns)} warning(s):" if warns else ''))
         else:

@@ -20,6 +20,13 @@ def test_bench_data_quick(tmp_path):
     assert set(d['records_per_s_median']) == {f'{k}_w{w}' for k in ('baseline', 'ours', 'ours_cached') for w in (0, 2)}
     assert d['machine']['loadavg_start'] and d['loadavg_end']
 
+def test_bench_data_next_quick(tmp_path):
+    d = bench('bench_data_next.py', tmp_path)
+    same, c = d['fast_path_equals_plain'], d['comparison']
+    assert same['input_ids'] == same['labels'] == same['pixel_values'] == same['image_sizes'] == d['n_records']   # cached = plain, bitwise
+    assert c['ids_equal'] == d['n_records'] and c['pixels_equal'] == c['image_sizes_equal'] == c['image_records'] > 0   # ours = the processor
+    assert set(d['records_per_s_median']) == {f'{k}_w{w}' for k in ('processor', 'ours', 'ours_cached') for w in (0, 2)}
+
 def test_bench_train_quick(tmp_path):
     d = bench('bench_train.py', tmp_path)
     r = d['results']['tiny']
