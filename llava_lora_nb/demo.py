@@ -8,7 +8,8 @@ import json, os, shutil, sys, time
 from pathlib import Path
 import torch
 from .core import ArgumentParser, run_cli
-from .testing import save_tiny_checkpoint, make_shapes_dataset
+from .families import family_of
+from .testing import save_tiny_checkpoint, save_tiny_next_checkpoint, make_shapes_dataset
 
 # %% auto #0
 __all__ = ['DEMO_DEFAULTS', 'run_demo', 'format_report', 'demo_cli']
@@ -28,14 +29,15 @@ def run_demo(output_dir='demo_out',       # everything is written here
              resume:bool=False,            # continue an interrupted demo (training resumes from its last checkpoint)
              n_train:int=DEMO_DEFAULTS['n_train'], n_heldout:int=DEMO_DEFAULTS['n_heldout'],
              quiet:bool=False,             # hide progress bars
-             live:bool|None=None):         # a live progress widget and loss plot (default: when run in a notebook)
+             live:bool|None=None,          # a live progress widget and loss plot (default: when run in a notebook)
+             arch:str='1.5'):              # '1.5': LLaVA-1.5; 'next': LLaVA-NeXT (any-resolution, images of several aspect ratios)
     "The main job on the embedded tiny default: data -> LoRA finetune -> evaluate base and finetuned -> merge (verified) -> reload and predict."
-    from transformers import LlavaForConditionalGeneration
     from llava_lora_nb.train import ModelArguments, DataArguments, TrainingArguments, train
     from llava_lora_nb.core import in_notebook
     from llava_lora_nb.live import LiveTrainingCallback
     from llava_lora_nb.merge import merge_lora
     from llava_lora_nb.validate import load_for_inference, evaluate, predict
+    fam = family_of(arch)   # an unknown name is refused here, before anything is written
     out = Path(output_dir)
     if out.exists() and any(out.iterdir()) and not (overwrite or resume):
         raise FileExistsError(f"{out} already holds a demo run. Pass --overwrite to start again from scratch, "
@@ -43,14 +45,16 @@ def run_demo(output_dir='demo_out',       # everything is written here
     if out.exists() and overwrite: shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     d = DEMO_DEFAULTS
-    report = {'output_dir': str(out.resolve()), 'bits': bits, 'steps': steps, 'seed': seed, 'seconds': {}}
+    report = {'output_dir': str(out.resolve()), 'arch': fam.name, 'bits': bits, 'steps': steps, 'seed': seed, 'seconds': {}}
+    max_len = d['model_max_length'] if not fam.anyres else 2 * d['model_max_length']   # a NeXT image is up to ~100 tokens here
     # 1. data and the "pretrained" base
     t0 = time.time()
     base = out/'base'
-    if not (base/'config.json').exists(): save_tiny_checkpoint(base, seed=seed)
+    if not (base/'config.json').exists(): (save_tiny_next_checkpoint if fam.anyres else save_tiny_checkpoint)(base, seed=seed)
+    aspects = (0.5, 1.0, 2.0) if fam.anyres else None   # width/height: NeXT cuts each into its own grid of tiles
     data = out/'data'
-    train_json = make_shapes_dataset(data, n=n_train, seed=seed)
-    heldout_json = make_shapes_dataset(data, n=n_heldout, seed=seed + 1000, name='heldout.json', text_only=0.0, multi_turn=0.0)
+    train_json = make_shapes_dataset(data, n=n_train, seed=seed, aspect_ratios=aspects)
+    heldout_json = make_shapes_dataset(data, n=n_heldout, seed=seed + 1000, name='heldout.json', text_only=0.0, multi_turn=0.0, aspect_ratios=aspects)
     report.update(base=str(base), train_data=str(train_json), heldout_data=str(heldout_json))
     _stage(report, 'data', t0)
     # 2-3. configure and train (LoRA r=16 at this size; the v1.5 recipe's r=128/alpha=256 is for 7B/13B)
@@ -60,7 +64,7 @@ def run_demo(output_dir='demo_out',       # everything is written here
     targs = TrainingArguments(output_dir=str(out/'adapter'), max_steps=steps, per_device_train_batch_size=d['batch_size'],
                               learning_rate=d['lr'], mm_projector_lr=d['lr'], weight_decay=0.0, lr_scheduler_type='cosine',
                               lora_enable=True, lora_r=d['lora_r'], lora_alpha=d['lora_alpha'], lora_dropout=0.0, bits=bits,
-                              group_by_modality_length=True, model_max_length=d['model_max_length'], logging_steps=max(1, min(10, steps // 6)),
+                              group_by_modality_length=True, model_max_length=max_len, logging_steps=max(1, min(10, steps // 6)),
                               save_strategy='steps', save_steps=max(1, steps // 3), save_total_limit=1, report_to=[],
                               seed=seed, disable_tqdm=quiet, resume_from_checkpoint='last' if resume else None)
     live = not quiet and (in_notebook() if live is None else live)   # the console script keeps its plain text
@@ -84,7 +88,8 @@ def run_demo(output_dir='demo_out',       # everything is written here
     t0 = time.time()
     mr = merge_lora(adapter, base, out/'merged', overwrite=True, progress=not quiet)
     report.update(merged=mr.output_dir, merge_error=mr.error, merge_tolerance=mr.tolerance)
-    merged = LlavaForConditionalGeneration.from_pretrained(out/'merged').eval()
+    merged = family_of(out/'merged').model_cls().from_pretrained(out/'merged').eval()   # plain transformers
+    report['merged_class'] = type(merged).__name__
     from transformers import AutoProcessor
     proc = AutoProcessor.from_pretrained(out/'merged')
     rec = next(r for r in json.loads(heldout_json.read_text()) if 'image' in r)
@@ -101,12 +106,12 @@ def format_report(r:dict) -> str:
     "The demo's report as a person reads it."
     s, p = r['seconds'], r['prediction']
     return '\n'.join([
-        f"llava_lora_demo: finished in {s['total']} s ({'QLoRA 4-bit' if r['bits'] == 4 else 'LoRA'}, {r['steps']} steps, seed {r['seed']})",
+        f"llava_lora_demo: finished in {s['total']} s (LLaVA-{r.get('arch', '1.5').replace('next', 'NeXT')}, {'QLoRA 4-bit' if r['bits'] == 4 else 'LoRA'}, {r['steps']} steps, seed {r['seed']})",
         f"  time per stage   : " + ', '.join(f"{k} {v} s" for k, v in s.items() if k != 'total'),
         f"  training loss    : {r['loss_start']:.3f} -> {r['loss_end']:.3f}  (curve: {r['loss_curve']})",
         f"  held-out accuracy: {r['accuracy_base']:.1%} (base) -> {r['accuracy_finetuned']:.1%} (finetuned), exact match",
         f"  merge            : verified, max relative logit error {r['merge_error']:.2g} <= {r['merge_tolerance']:g}",
-        f"  merged model     : {r['merged']}  (loads with LlavaForConditionalGeneration.from_pretrained)",
+        f"  merged model     : {r['merged']}  (loads with {r.get('merged_class', 'LlavaForConditionalGeneration')}.from_pretrained)",
         f"  one prediction   : {p['image']}: '{p['question']}' -> '{p['answer']}' (reference '{p['reference']}')",
         f"  written to       : {r['output_dir']} (base/, data/, adapter/, merged/, heldout_results.jsonl, report.json)"])
 
@@ -120,8 +125,12 @@ def _demo_main(argv):
     p.add_argument('--resume', action='store_true', help='continue an interrupted demo in --output_dir')
     p.add_argument('--n_train', type=int, default=DEMO_DEFAULTS['n_train'], help=f"training records (default {DEMO_DEFAULTS['n_train']})")
     p.add_argument('--quiet', action='store_true', help='no progress bars')
+    p.add_argument('--arch', default='1.5', choices=('1.5', 'next'), help="'1.5': LLaVA-1.5 (default); 'next': LLaVA-NeXT, any-resolution images")
     a = p.parse_args(argv)
-    print(format_report(run_demo(a.output_dir, a.steps, a.bits, a.seed, a.overwrite, a.resume, n_train=a.n_train, quiet=a.quiet)))
+    if a.quiet:   # transformers' own loading/saving bars too
+        from transformers.utils.logging import disable_progress_bar
+        disable_progress_bar()
+    print(format_report(run_demo(a.output_dir, a.steps, a.bits, a.seed, a.overwrite, a.resume, n_train=a.n_train, quiet=a.quiet, arch=a.arch)))
 
 def demo_cli(argv=None):
     "Console script `llava_lora_demo`: the main job on the embedded tiny default (exit 2 when --output_dir holds a finished demo)."

@@ -47,7 +47,7 @@ class DataArguments:
     lazy_preprocess: bool = field(default=False, metadata={'help': "accepted for compatibility with LLaVA's train.py; does nothing (the dataset is always lazy)"})
     is_multimodal: bool = field(default=False, metadata={'help': "accepted for compatibility with LLaVA's train.py; does nothing (images are used when a record has one)"})
     image_folder: str|None = field(default=None, metadata={'help': 'folder the image paths in the JSON are relative to'})
-    image_aspect_ratio: str = field(default='pad', metadata={'help': 'pad (LLaVA-1.5) or square'})
+    image_aspect_ratio: str = field(default='pad', metadata={'help': 'pad (LLaVA-1.5) or square; a LLaVA-NeXT checkpoint always uses any-resolution (recorded as anyres)'})
     data_cache_dir: str|None = field(default=None, metadata={'help': 'folder for the preprocessing cache: tokenized records and image crops '
                                      'built once (with --dataloader_num_workers processes), reused by every later epoch and run, rebuilt when the data changes'})
 
@@ -341,7 +341,8 @@ def train(model_args:ModelArguments, # model flags
                                         cache_dir=data_args.data_cache_dir, cache_workers=training_args.dataloader_num_workers,
                                         progress=main and not training_args.disable_tqdm)
     tok = processor.tokenizer
-    llava_settings = RunSettings(model_args.model_name_or_path, model_args.version, data_args.image_aspect_ratio,
+    aspect = 'anyres' if dataset.anyres else data_args.image_aspect_ratio   # LLaVA-NeXT: its processor's any-resolution, whatever the flag
+    llava_settings = RunSettings(model_args.model_name_or_path, model_args.version, aspect,
                                  training_args.model_max_length, settings.to_dict(), settings.method,
                                  base_fingerprint(model_args.model_name_or_path, cache_dir=training_args.cache_dir))
     for line in run_header(model, settings, training_args, None if original else config): say(f"llava_lora_train: {line}")

@@ -13,3 +13,16 @@ def test_demo_cli(tmp_path):
     # re-running into the same folder refuses (never silently overwrites) and says what to do
     again = run_cli('llava_lora_demo', '--output_dir', out, '--steps', '24', '--n_train', '128', '--quiet')
     assert again.returncode == 2 and '--overwrite' in again.stderr
+
+
+def test_demo_next_learns(tmp_path):
+    "`llava_lora_demo --arch next`: the tiny LLaVA-NeXT learns the shapes task (images of three aspect ratios)."
+    out = tmp_path/'demo-next'
+    r = run_cli('llava_lora_demo', '--arch', 'next', '--output_dir', out, '--steps', '100', '--n_train', '400', '--quiet')
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'LLaVA-NeXT' in r.stdout and 'LlavaNextForConditionalGeneration.from_pretrained' in r.stdout
+    assert 'Loading weights' not in r.stdout + r.stderr   # --quiet: no bars, transformers' included
+    rep = json.loads((out/'report.json').read_text())
+    assert rep['accuracy_finetuned'] >= rep['accuracy_base'] + 0.4, rep
+    bad = run_cli('llava_lora_demo', '--arch', 'nxt', '--output_dir', tmp_path/'x')
+    assert bad.returncode == 2 and 'invalid choice' in bad.stderr

@@ -1,16 +1,10 @@
-"""LLaVA-NeXT (issue 16) end to end: train on images of several aspect ratios, reload, merge; DeepSpeed ZeRO-2/3 on CPU.
-
-The image runs need the any-resolution data pipeline (`LazySupervisedDataset` giving `pixel_values` tiles and
-`image_sizes` for a `LlavaNextProcessor`), which is the data side of issue 16: until it is merged they are skipped,
-saying so. The text-only DeepSpeed runs exercise the model side alone and always run."""
+"""LLaVA-NeXT (issue 16) end to end: train on images of several aspect ratios, reload, merge; the console scripts
+train -> merge -> predict; DeepSpeed ZeRO-2/3 on CPU (text-only records: the model side alone)."""
 import json, os, socket, subprocess, sys
 from pathlib import Path
 import pytest, torch
 
 HERE = Path(__file__).resolve()
-DATA_SIDE = ("waits on the data side of issue 16: LazySupervisedDataset / build_inference_inputs do not yet give "
-             "image_sizes (any-resolution tiles) for a LlavaNextProcessor")
-
 def _free_port():
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
@@ -44,7 +38,7 @@ def _flags(ckpt, data, folder, out, *extra):
 def test_next_images_train_reload_merge(tmp_path, next_ckpt, next_shapes):
     "LoRA on the tiny NeXT checkpoint with any-resolution images: the loss falls, image_newline trains, the output reloads and merges."
     data, folder = next_shapes
-    if not _data_side_ready(next_ckpt, data, folder): pytest.skip(DATA_SIDE)
+    assert _data_side_ready(next_ckpt, data, folder)   # the dataset gives any-resolution batches (image_sizes)
     from llava_lora_nb.train import parse_args, train
     from llava_lora_nb.output import load_adapter_model, read_non_lora_trainables
     from llava_lora_nb.merge import merge_lora, probe_batch, logits_error, _logits, MERGE_TOLERANCE
@@ -94,7 +88,7 @@ def test_next_predict_evaluate_gallery_with_images(tmp_path, next_ckpt, next_sha
     model, proc, _ = load_for_inference(make_tiny_adapter(next_ckpt, tmp_path/'run'))
     recs = [r for r in json.loads(Path(data).read_text()) if 'image' in r]
     img = Image.open(Path(folder)/recs[0]['image'])
-    if 'image_sizes' not in build_inference_inputs('What colour is the shape?', proc, image=img): pytest.skip(DATA_SIDE)
+    assert 'image_sizes' in build_inference_inputs('What colour is the shape?', proc, image=img)
     a = predict(model, proc, img, 'What colour is the shape?', max_new_tokens=4)
     assert isinstance(a, str) and a == predict(model, proc, img, 'What colour is the shape?', max_new_tokens=4)
     res = evaluate(model, proc, recs[:4], folder, max_new_tokens=3, progress=False)
@@ -118,3 +112,28 @@ def test_next_resume_restores_image_newline(tmp_path, next_ckpt, capsys):
     assert f"resuming from {ck}" in capsys.readouterr().out
     assert json.loads((out/'trainer_state.json').read_text())['global_step'] == 4
     assert torch.equal(load_file(str(out/'non_lora_trainables.safetensors'))['base_model.model.model.image_newline'], marked)
+
+
+def test_next_cli_train_merge_predict(tmp_path, next_ckpt, next_shapes):
+    "A user's three commands on a tiny NeXT checkpoint: llava_lora_train -> llava_lora_merge -> llava_lora_predict; no flag says NeXT."
+    from transformers import LlavaNextForConditionalGeneration
+    data, folder = next_shapes
+    bin_ = Path(sys.executable).parent
+    env = {**os.environ, 'TOKENIZERS_PARALLELISM': 'false', 'HF_HUB_OFFLINE': '1'}
+    run = lambda *a: subprocess.run([str(bin_/a[0]), *map(str, a[1:])], env=env, capture_output=True, text=True, timeout=600)
+    out, merged = tmp_path/'adapter', tmp_path/'merged'
+    r = run('llava_lora_train', *_flags(next_ckpt, data, folder, out, '--max_steps', '4', '--save_strategy', 'no'))
+    assert r.returncode == 0, r.stderr[-3000:]
+    settings = json.loads((out/'llava_lora_settings.json').read_text())
+    assert settings['image_aspect_ratio'] == 'anyres', settings
+    r = run('llava_lora_merge', '--model_path', out, '--model_base', next_ckpt, '--save_model_path', merged)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert type(LlavaNextForConditionalGeneration.from_pretrained(merged)).__name__ == 'LlavaNextForConditionalGeneration'
+    rec = next(r for r in json.loads(Path(data).read_text()) if 'image' in r)
+    q = rec['conversations'][0]['value'].replace('<image>', '').strip()
+    a = run('llava_lora_predict', '--model-path', out, '--model-base', next_ckpt, '--image', folder/rec['image'], '--prompt', q, '--max_new_tokens', '4')
+    b = run('llava_lora_predict', '--model-path', merged, '--image', folder/rec['image'], '--prompt', q, '--max_new_tokens', '4')
+    assert a.returncode == 0 and b.returncode == 0, a.stderr[-2000:] + b.stderr[-2000:]
+    assert a.stdout.strip() and a.stdout == b.stdout   # the merged model answers as adapter + base
+    c = run('llava_lora_merge', '--model_path', out, '--model_base', tmp_path/'nope', '--save_model_path', tmp_path/'m2')
+    assert c.returncode == 2 and 'nope' in c.stderr and 'Traceback' not in c.stderr
