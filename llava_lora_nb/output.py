@@ -16,11 +16,11 @@ from .loading import load_llava
 
 # %% auto #0
 __all__ = ['ADAPTER_CONFIG', 'ADAPTER_WEIGHTS', 'SETTINGS_NAME', 'NON_LORA_NAME', 'NON_LORA', 'NON_LORA_BIN', 'MM_PROJECTOR_NAME',
-           'OutputError', 'output_kind', 'is_adapter_dir', 'RunSettings', 'non_lora_trainables',
+           'README_NAME', 'OutputError', 'output_kind', 'is_adapter_dir', 'RunSettings', 'non_lora_trainables',
            'save_non_lora_trainables', 'read_non_lora_file', 'load_non_lora_trainables', 'read_non_lora_trainables',
            'projector_state_original', 'read_projector_file', 'read_mm_projector', 'base_fingerprint', 'same_base',
            'check_adapter_folder', 'check_base_exists', 'check_base', 'check_adapter_matches', 'check_inputs',
-           'checkpoint_dtype', 'load_base', 'load_adapter_model']
+           'checkpoint_dtype', 'load_base', 'load_adapter_model', 'model_card', 'write_model_card']
 
 # %% ../nbs/06_output.ipynb #137c9089
 ADAPTER_CONFIG = 'adapter_config.json'
@@ -378,3 +378,74 @@ def load_adapter_model(output_dir,          # a training output folder or one of
             raise OutputError(f"the LoRA weights in {d} do not fit the base {base}: {str(e)[:500]}") from e
     if (d/'tokenizer_config.json').exists(): processor = AutoProcessor.from_pretrained(d)
     return model.eval(), processor, settings
+
+# %% ../nbs/06_output.ipynb #e7f8efa5
+README_NAME = 'README.md'
+_KIND_LIBRARY = {'adapter': 'peft', 'projector': 'transformers', 'merged': 'transformers'}
+
+def _card_family(d:Path, settings:RunSettings):
+    "The `Family` of a folder: its own config.json, else its recorded base's, else the recorded image handling."
+    for f in (d, Path(settings.model_name_or_path or '')):
+        if (f/'config.json').is_file(): return family_of(f)
+    return FAMILIES['llava_next' if settings.image_aspect_ratio == 'anyres' else 'llava']
+
+def _trainer_state(d:Path, settings:RunSettings) -> dict:
+    "The `trainer_state.json` of a folder or, for a merged folder, of the adapter it was merged from ({} if neither has one)."
+    for f in (d, Path((settings.merged_from or {}).get('adapter') or d)):
+        if (f/'trainer_state.json').is_file(): return json.loads((f/'trainer_state.json').read_text())
+    return {}
+
+def _fmt(v): return str(round(v, 4)) if isinstance(v, float) else str(v)
+
+def model_card(folder,        # a training output (adapter, projector) or a merged / full checkpoint folder
+               kind:str|None=None, # 'adapter', 'projector' or 'merged'; default: from the folder's files
+              )->str:
+    "The Hugging Face Hub `README.md` of `folder`: YAML header (base_model, library_name, pipeline_tag, tags) and a body from its recorded settings and trainer state."
+    d = Path(folder)
+    kind = kind or {'lora': 'adapter', 'projector': 'projector'}.get(output_kind(d), 'merged')
+    if kind not in _KIND_LIBRARY: raise ValueError(f"kind={kind!r}: use 'adapter', 'projector' or 'merged'")
+    s = RunSettings.read(d)
+    fam, lora, base = _card_family(d, s), s.lora, s.model_name_or_path
+    method = s.trained or ('qlora' if lora.get('bits', 16) != 16 else 'lora')
+    tags = ['llava'] + (['llava-next'] if fam.anyres else []) + [method, 'llava_lora_nb'] + (['merged'] if kind == 'merged' else [])
+    head = {**({'base_model': base} if base else {}), 'library_name': _KIND_LIBRARY[kind], 'pipeline_tag': 'image-text-to-text', 'tags': tags}
+    lines = ['---'] + [f"{k}: {json.dumps(v)}" for k, v in head.items()] + ['---', '']
+    what = {'adapter': f'{method.upper() if method in ("lora", "qlora") else method} adapter', 'projector': 'projector (mm_projector.bin)',
+            'merged': 'merged checkpoint'}[kind]
+    lines += [f"# {d.resolve().name}", '', f"A {what} of a LLaVA-{fam.name.replace('next', 'NeXT')} model (`{fam.model_class}`), "
+              f"trained with [llava_lora_nb](https://github.com/) from base `{base}`." + 
+              (f" Merged from the adapter `{s.merged_from.get('adapter')}` into `{s.merged_from.get('model_base')}`." if s.merged_from else ''), '']
+    rows = [('training method', method), ('template (`--version`)', s.version), ('model_max_length', s.model_max_length),
+            ('image_aspect_ratio', s.image_aspect_ratio)]
+    if method in ('lora', 'qlora'):
+        rows += [('LoRA r', lora.get('lora_r')), ('LoRA alpha', lora.get('lora_alpha')), ('LoRA dropout', lora.get('lora_dropout')),
+                 ('bits', lora.get('bits'))]
+    rows += [('mm_projector_lr', lora.get('mm_projector_lr')), ('projector trained', s.projector_trained)]
+    st = _trainer_state(d, s)
+    hist = st.get('log_history') or []
+    if st.get('global_step') is not None: rows.append(('steps', st['global_step']))
+    losses = [r['loss'] for r in hist if 'loss' in r]
+    if losses: rows.append(('final training loss', losses[-1]))
+    if hist and 'train_loss' in hist[-1]: rows.append(('mean training loss', hist[-1]['train_loss']))
+    evals = {k: v for r in hist for k, v in r.items() if k.startswith('eval_') and isinstance(v, (int, float)) and not k.endswith(('_runtime', 'per_second'))}
+    rows += sorted(evals.items())
+    lines += ['## Training', '', '| setting | value |', '|---|---|'] + [f"| {k} | {_fmt(v)} |" for k, v in rows if v is not None] + ['']
+    lines += ['## How to load', '', '```python']
+    if kind == 'merged':
+        lines += [f"from transformers import {fam.model_class}, AutoProcessor", f"model = {fam.model_class}.from_pretrained({str(d.resolve().name)!r})",
+                  f"processor = AutoProcessor.from_pretrained({str(d.resolve().name)!r})"]
+    elif kind == 'adapter':
+        lines += [f"from transformers import {fam.model_class}, AutoProcessor", "from peft import PeftModel",
+                  f"base = {fam.model_class}.from_pretrained({base!r})", f"model = PeftModel.from_pretrained(base, {d.resolve().name!r})",
+                  f"processor = AutoProcessor.from_pretrained({base!r})", "# the projector (non_lora_trainables) too, in one call:",
+                  "from llava_lora_nb.output import load_adapter_model",
+                  f"model, processor, settings = load_adapter_model({d.resolve().name!r})"]
+    else:
+        lines += ["from llava_lora_nb.output import load_adapter_model", f"model, processor, settings = load_adapter_model({d.resolve().name!r})"]
+    lines += ['```', '', f"Prompt with the `{s.version}` template (`llava_lora_nb.prompts`).", '']
+    return '\n'.join(lines)
+
+def write_model_card(folder, kind:str|None=None) -> Path:
+    "Write `model_card(folder, kind)` as `folder/README.md`; returns its path."
+    f = Path(folder)/README_NAME
+    f.write_text(model_card(folder, kind)); return f
