@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from .core import LlavaLoraError, ArgumentParser, run_cli, staged_folder
 from .output import (NON_LORA, SETTINGS_NAME, RunSettings, is_adapter_dir, check_base_exists, check_adapter_folder,
-                     check_inputs, check_adapter_matches, read_non_lora_trainables, checkpoint_dtype, load_adapter_model)
+                     check_inputs, check_adapter_matches, read_non_lora_trainables, checkpoint_dtype, load_adapter_model,
+                     write_model_card)
 
 # %% auto #0
 __all__ = ['MERGE_TOLERANCE', 'MergeError', 'check_output_path', 'probe_batch', 'logits_error', 'merge_in_memory',
@@ -312,6 +313,7 @@ def merge_lora(adapter_dir,                 # training output folder (adapter_co
         settings = RunSettings.read(adapter_dir)
         settings.merged_from = {'adapter': str(adapter_dir), 'model_base': str(model_base), 'streaming': streaming}
         settings.write(tmp)
+        write_model_card(tmp, kind='merged')   # README.md for the Hub, inside the staged folder
     return MergeReport(str(out), streaming, str(dtype).removeprefix('torch.'), time.time() - t0, err, MERGE_TOLERANCE.get(dtype, 1e-2))
 
 # %% ../nbs/08_merge.ipynb #c81721ba

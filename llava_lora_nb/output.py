@@ -381,7 +381,7 @@ def load_adapter_model(output_dir,          # a training output folder or one of
 
 # %% ../nbs/06_output.ipynb #e7f8efa5
 README_NAME = 'README.md'
-_KIND_LIBRARY = {'adapter': 'peft', 'projector': 'transformers', 'merged': 'transformers'}
+_KIND_LIBRARY = {'adapter': 'peft', 'projector': 'transformers', 'merged': 'transformers', 'full': 'transformers'}
 
 def _card_family(d:Path, settings:RunSettings):
     "The `Family` of a folder: its own config.json, else its recorded base's, else the recorded image handling."
@@ -398,20 +398,20 @@ def _trainer_state(d:Path, settings:RunSettings) -> dict:
 def _fmt(v): return str(round(v, 4)) if isinstance(v, float) else str(v)
 
 def model_card(folder,        # a training output (adapter, projector) or a merged / full checkpoint folder
-               kind:str|None=None, # 'adapter', 'projector' or 'merged'; default: from the folder's files
+               kind:str|None=None, # 'adapter', 'projector', 'merged' or 'full' (a fully finetuned checkpoint); default: from the folder's files
               )->str:
     "The Hugging Face Hub `README.md` of `folder`: YAML header (base_model, library_name, pipeline_tag, tags) and a body from its recorded settings and trainer state."
     d = Path(folder)
-    kind = kind or {'lora': 'adapter', 'projector': 'projector'}.get(output_kind(d), 'merged')
-    if kind not in _KIND_LIBRARY: raise ValueError(f"kind={kind!r}: use 'adapter', 'projector' or 'merged'")
     s = RunSettings.read(d)
+    kind = kind or {'lora': 'adapter', 'projector': 'projector'}.get(output_kind(d), 'merged' if s.merged_from or s.trained != 'full' else 'full')
+    if kind not in _KIND_LIBRARY: raise ValueError(f"kind={kind!r}: use 'adapter', 'projector', 'merged' or 'full'")
     fam, lora, base = _card_family(d, s), s.lora, s.model_name_or_path
     method = s.trained or ('qlora' if lora.get('bits', 16) != 16 else 'lora')
     tags = ['llava'] + (['llava-next'] if fam.anyres else []) + [method, 'llava_lora_nb'] + (['merged'] if kind == 'merged' else [])
     head = {**({'base_model': base} if base else {}), 'library_name': _KIND_LIBRARY[kind], 'pipeline_tag': 'image-text-to-text', 'tags': tags}
     lines = ['---'] + [f"{k}: {json.dumps(v)}" for k, v in head.items()] + ['---', '']
     what = {'adapter': f'{method.upper() if method in ("lora", "qlora") else method} adapter', 'projector': 'projector (mm_projector.bin)',
-            'merged': 'merged checkpoint'}[kind]
+            'merged': 'merged checkpoint', 'full': 'fully finetuned checkpoint'}[kind]
     lines += [f"# {d.resolve().name}", '', f"A {what} of a LLaVA-{fam.name.replace('next', 'NeXT')} model (`{fam.model_class}`), "
               f"trained with [llava_lora_nb](https://github.com/) from base `{base}`." + 
               (f" Merged from the adapter `{s.merged_from.get('adapter')}` into `{s.merged_from.get('model_base')}`." if s.merged_from else ''), '']
@@ -431,7 +431,7 @@ def model_card(folder,        # a training output (adapter, projector) or a merg
     rows += sorted(evals.items())
     lines += ['## Training', '', '| setting | value |', '|---|---|'] + [f"| {k} | {_fmt(v)} |" for k, v in rows if v is not None] + ['']
     lines += ['## How to load', '', '```python']
-    if kind == 'merged':
+    if kind in ('merged', 'full'):
         lines += [f"from transformers import {fam.model_class}, AutoProcessor", f"model = {fam.model_class}.from_pretrained({str(d.resolve().name)!r})",
                   f"processor = AutoProcessor.from_pretrained({str(d.resolve().name)!r})"]
     elif kind == 'adapter':
