@@ -12,7 +12,7 @@ import transformers
 from .core import LlavaLoraError, check_safetensors, run_cli, in_notebook
 from .families import family_of
 from .loading import LoraFlags, LoraSettings
-from .output import RunSettings
+from .output import RunSettings, write_model_card
 from .trainer import (LLaVATrainer, is_projector_param, deepspeed_config, _ds_dict, check_deepspeed_config,
                                    describe_clipping, deepspeed_from_argv, single_process_env, last_complete_checkpoint,
                                    recover_staged_checkpoints, checkpoint_problem, load_pretrain_mm_mlp_adapter, plot_loss)
@@ -367,6 +367,7 @@ def train(model_args:ModelArguments, # model flags
     if training_args.should_save:
         import matplotlib.pyplot as plt
         plt.close(plot_loss(trainer.state.log_history, out/'loss.png'))
+        write_model_card(out)   # README.md for the Hub: base, settings, steps, loss, how to load
     return out
 
 # %% ../nbs/07b_train.ipynb #72f925ef
