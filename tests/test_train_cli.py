@@ -33,6 +33,7 @@ def test_train_cli_original_flags(tmp_path, tiny_ckpt, shapes):
     assert (out/'loss.png').stat().st_size > 1000
     s = json.loads((out/'llava_lora_settings.json').read_text())
     assert s['version'] == 'v1' and s['lora']['lora_r'] == 8 and s['model_name_or_path'] == str(tiny_ckpt)
+    assert f'base_model: "{tiny_ckpt}"' in (out/'README.md').read_text()   # the Hub model card names the base
     # issue 13 item 4: the run records its base, and a merge onto another base of the same shapes is refused
     from llava_lora_nb.output import base_fingerprint
     from llava_lora_nb.testing import save_tiny_checkpoint
