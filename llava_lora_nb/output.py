@@ -410,10 +410,10 @@ def model_card(folder,        # a training output (adapter, projector) or a merg
     tags = ['llava'] + (['llava-next'] if fam.anyres else []) + [method, 'llava_lora_nb'] + (['merged'] if kind == 'merged' else [])
     head = {**({'base_model': base} if base else {}), 'library_name': _KIND_LIBRARY[kind], 'pipeline_tag': 'image-text-to-text', 'tags': tags}
     lines = ['---'] + [f"{k}: {json.dumps(v)}" for k, v in head.items()] + ['---', '']
-    what = {'adapter': f'{method.upper() if method in ("lora", "qlora") else method} adapter', 'projector': 'projector (mm_projector.bin)',
+    what = {'adapter': f"{ {'lora': 'LoRA', 'qlora': 'QLoRA'}.get(method, method)} adapter", 'projector': 'projector (mm_projector.bin)',
             'merged': 'merged checkpoint', 'full': 'fully finetuned checkpoint'}[kind]
     lines += [f"# {d.resolve().name}", '', f"A {what} of a LLaVA-{fam.name.replace('next', 'NeXT')} model (`{fam.model_class}`), "
-              f"trained with [llava_lora_nb](https://github.com/) from base `{base}`." + 
+              f"trained with llava_lora_nb from base `{base}`." + 
               (f" Merged from the adapter `{s.merged_from.get('adapter')}` into `{s.merged_from.get('model_base')}`." if s.merged_from else ''), '']
     rows = [('training method', method), ('template (`--version`)', s.version), ('model_max_length', s.model_max_length),
             ('image_aspect_ratio', s.image_aspect_ratio)]
