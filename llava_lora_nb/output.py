@@ -395,7 +395,7 @@ def _trainer_state(d:Path, settings:RunSettings) -> dict:
         if (f/'trainer_state.json').is_file(): return json.loads((f/'trainer_state.json').read_text())
     return {}
 
-def _fmt(v): return str(round(v, 4)) if isinstance(v, float) else str(v)
+def _fmt(v): return f"{v:.4g}" if isinstance(v, float) and v != round(v, 4) else str(v)   # 2e-05 stays 2e-05, 0.05 stays 0.05
 
 def model_card(folder,        # a training output (adapter, projector) or a merged / full checkpoint folder
                kind:str|None=None, # 'adapter', 'projector', 'merged' or 'full' (a fully finetuned checkpoint); default: from the folder's files
