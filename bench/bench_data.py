@@ -90,6 +90,17 @@ def throughput(ds, coll, workers, bs=16):
     for b in dl: n += b['input_ids'].shape[0]
     return n / (time.perf_counter() - t0)
 
+def interleaved_runs(pipes, runs, baseline):
+    "Records/s of every pipeline at 0 and 2 workers, `runs` times interleaved; (all runs, medians, ours / `baseline` ratios)."
+    res = {f'{name}_w{w}': [] for w in (0, 2) for name in pipes}
+    for r in range(runs):
+        for w in (0, 2):
+            for name, (ds, coll) in pipes.items():
+                res[f'{name}_w{w}'].append(throughput(ds, coll, w)); print(r, name, w, round(res[f'{name}_w{w}'][-1], 1), flush=True)
+    med = {k: median(v) for k, v in res.items()}
+    ratio = {f'{name}_w{w}': med[f'{name}_w{w}'] / med[f'{baseline}_w{w}'] for w in (0, 2) for name in ('ours', 'ours_cached')}
+    return res, med, ratio
+
 def collapse(ids, labels, img_id):
     "Our llava-hf layout (N `<image>` tokens) → the original's (one -200), so the two can be compared token by token."
     ids, labels = ids.tolist(), labels.tolist()
@@ -192,13 +203,7 @@ def main(argv=None):
     cmp = compare(pipes, proc, n)
     print('comparison', {k: v for k, v in cmp.items() if k != 'examples'}, flush=True)
     stages = stage_times(pipes, min(n, 400)); print('stages', stages, flush=True)
-    res = {f'{name}_w{w}': [] for w in (0, 2) for name in pipes}
-    for r in range(runs):
-        for w in (0, 2):
-            for name, (ds, coll) in pipes.items():
-                res[f'{name}_w{w}'].append(throughput(ds, coll, w)); print(r, name, w, round(res[f'{name}_w{w}'][-1], 1), flush=True)
-    med = {k: median(v) for k, v in res.items()}
-    ratio = {f'{name}_w{w}': med[f'{name}_w{w}'] / med[f'baseline_w{w}'] for w in (0, 2) for name in ('ours', 'ours_cached')}
+    res, med, ratio = interleaved_runs(pipes, runs, 'baseline')
     build_med = {k: median(v) for k, v in build.items()}
     # a training run of E epochs with the cache: build once (workers as in the loader), then E cached passes
     amortized = {f'w{w}_epochs{E}': E * n / (build_med[f'w{w}'] + E * n / med[f'ours_cached_w{w}']) / med[f'baseline_w{w}']

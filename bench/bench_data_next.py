@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BENCH, median, write_result
 import torch
-from bench_data import make_dataset, throughput, build_cache
+from bench_data import make_dataset, build_cache, interleaved_runs
 
 # (width, height): square, 4:3 both ways, 1:3 both ways, 16:9, small; the grid picked runs from 1x1 to 2x2 and 1x3 / 3x1
 NEXT_SIZES = [(336, 336), (672, 672), (640, 480), (480, 640), (1008, 336), (336, 1008), (1280, 720), (336, 252)]
@@ -90,13 +90,7 @@ def main(argv=None):
     pipes = {'processor': (hf, data_collator(ours)), 'ours': (ours, data_collator(ours)), 'ours_cached': (cached, data_collator(cached))}
     same = fast_equals_plain(cached, n); print('fast path == plain path', same, flush=True)
     cmp = compare(ours, hf, n); print('ours vs processor', {k: v for k, v in cmp.items() if k not in ('tiles', 'image_tokens')}, flush=True)
-    res = {f'{name}_w{w}': [] for w in (0, 2) for name in pipes}
-    for r in range(runs):
-        for w in (0, 2):
-            for name, (ds, coll) in pipes.items():
-                res[f'{name}_w{w}'].append(throughput(ds, coll, w)); print(r, name, w, round(res[f'{name}_w{w}'][-1], 1), flush=True)
-    med = {k: median(v) for k, v in res.items()}
-    ratio = {f'{name}_w{w}': med[f'{name}_w{w}'] / med[f'processor_w{w}'] for w in (0, 2) for name in ('ours', 'ours_cached')}
+    res, med, ratio = interleaved_runs(pipes, runs, 'processor')
     t, it = cmp.pop('tiles'), cmp.pop('image_tokens')
     result = {'n_records': n, 'runs': runs, 'batch_size': 16, 'geometry': {'tile': 336, 'patch': 14, 'pinpoints': PINPOINTS},
               'image_sizes_wh': NEXT_SIZES, 'records_per_s_median': med, 'records_per_s_raw': res,
