@@ -50,6 +50,12 @@ class DataArguments:
     image_aspect_ratio: str = field(default='pad', metadata={'help': 'pad (LLaVA-1.5) or square; a LLaVA-NeXT checkpoint always uses any-resolution (recorded as anyres)'})
     data_cache_dir: str|None = field(default=None, metadata={'help': 'folder for the preprocessing cache: tokenized records and image crops '
                                      'built once (with --dataloader_num_workers processes), reused by every later epoch and run, rebuilt when the data changes'})
+    eval_data_path: str|None = field(default=None, metadata={'help': 'held-out LLaVA JSON / JSONL (images in --image_folder): a validation loss '
+                                     'every --eval_steps (and exact-match accuracy with --eval_generate True)'})
+    val_size: float = field(default=0, metadata={'help': 'instead of --eval_data_path: hold out this share (< 1) or number (>= 1) of the '
+                            'records of --data_path, chosen by record id (the same split on every run and machine)'})
+    packing: bool = field(default=False, metadata={'help': 'pack several records into each row of up to --model_max_length tokens '
+                          '(position_ids restart per record, no attention across records): no padding'})
 
 @dataclass
 class TrainingArguments(transformers.TrainingArguments, LoraFlags):
@@ -67,6 +73,9 @@ class TrainingArguments(transformers.TrainingArguments, LoraFlags):
     group_by_modality_length: bool = field(default=False, metadata={'help': 'keep image and text-only records in separate steps'})
     evaluation_strategy: str|None = field(default=None, metadata={'help': 'old name of --eval_strategy'})
     warmup_ratio: float|None = field(default=None, metadata={'help': 'old name of a fractional --warmup_steps (share of the total steps)'})
+    eval_generate: bool = field(default=False, metadata={'help': 'at each evaluation also answer the held-out questions by batched greedy '
+                                'generation and log exact-match accuracy (eval_accuracy)'})
+    eval_max_records: int = field(default=64, metadata={'help': 'with --eval_generate: at most this many held-out records are answered'})
 
     def __post_init__(self):
         self.check_lora_flags()
