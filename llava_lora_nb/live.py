@@ -22,7 +22,7 @@ def _fmt(v)->str:
     x = _num(v)
     return str(v) if x is None else f'{x:.4g}' if x == 0 or abs(x) >= 1e-3 else f'{x:.2g}'
 
-_FIRST = ('loss', 'learning_rate', 'grad_norm', 'eval_loss', 'train_loss', 'train_runtime')
+_FIRST = ('loss', 'learning_rate', 'grad_norm', 'eval_loss', 'eval_accuracy', 'train_loss', 'train_runtime')
 _SHORT = {'learning_rate': 'lr', 'train_runtime': 'runtime'}
 
 def log_line(logs:dict, # one `Trainer` log (`on_log`'s `logs`)
@@ -43,11 +43,11 @@ class LiveTrainingCallback(transformers.TrainerCallback):
         if mode not in (None, 'widget', 'text'): raise ValueError(f"mode={mode!r}: pass 'widget', 'text' or None (widgets in Jupyter)")
         self.mode = mode or ('widget' if in_notebook() else 'text')
         self.every, self.file = every, file
-        self.rows, self.lines, self.bar, self.fig, self.t0 = [], [], None, None, None
+        self.rows, self.evals, self.lines, self.bar, self.fig, self.t0 = [], [], [], None, None, None
 
     def on_train_begin(self, args, state, control, **kwargs):
         if not state.is_world_process_zero: return
-        self.t0, self._drawn, self.rows, self.lines = time.time(), 0.0, [], []
+        self.t0, self._drawn, self.rows, self.evals, self.lines = time.time(), 0.0, [], [], []
         if self.mode == 'widget':
             try: self._show(state)
             except ImportError: self.mode = 'text'   # no ipywidgets or matplotlib: plain lines
@@ -60,6 +60,7 @@ class LiveTrainingCallback(transformers.TrainerCallback):
         if self.t0 is None: self.t0, self._drawn = time.time(), 0.0
         loss, lr = _num(logs.get('loss')), _num(logs.get('learning_rate'))
         if loss is not None: self.rows.append((state.global_step, loss, lr))
+        if _num(logs.get('eval_loss')) is not None: self.evals.append((state.global_step, _num(logs['eval_loss']), _num(logs.get('eval_accuracy'))))
         self.lines.append(log_line(logs, state.global_step, state.max_steps))
         if self.bar is None: print(self.lines[-1], file=self.file or sys.stdout, flush=True); return
         self.label.value = self._status(state)
@@ -86,6 +87,7 @@ class LiveTrainingCallback(transformers.TrainerCallback):
         self.ax2 = self.ax.twinx()
         self._loss, = self.ax.plot([], [], 'o-', ms=3, label='training loss')
         self._lr, = self.ax2.plot([], [], color='tab:orange', alpha=.5, label='learning rate')
+        self._eval, = self.ax.plot([], [], 's--', color='tab:red', ms=4, label='validation loss')
         self.ax.set_xlabel('step'); self.ax.set_ylabel('loss'); self.ax2.set_ylabel('learning rate', color='tab:orange')
         self.ax.set_title('LLaVA LoRA training'); self.ax.set_xlim(0, max(state.max_steps, 1))   # the whole run's width: how far it is
         self._box = W.HBox([self.bar, self.label])
@@ -96,6 +98,7 @@ class LiveTrainingCallback(transformers.TrainerCallback):
         t = int(time.time() - self.t0)
         s = f'step {state.global_step}/{state.max_steps} · {t // 60}:{t % 60:02d} elapsed'
         if self.rows: s += f' · loss {_fmt(self.rows[-1][1])}' + (f' · lr {_fmt(self.rows[-1][2])}' if self.rows[-1][2] is not None else '')
+        if self.evals: s += f' · validation loss {_fmt(self.evals[-1][1])}' + (f' · accuracy {self.evals[-1][2]:.1%}' if self.evals[-1][2] is not None else '')
         return s
 
     def _draw(self):
@@ -103,6 +106,8 @@ class LiveTrainingCallback(transformers.TrainerCallback):
         self._drawn, rows = time.time(), self.rows
         self._loss.set_data([r[0] for r in rows], [r[1] for r in rows])
         self._lr.set_data([r[0] for r in rows if r[2] is not None], [r[2] for r in rows if r[2] is not None])
+        self._eval.set_data([e[0] for e in self.evals], [e[1] for e in self.evals])
+        if self.evals and not self.ax.get_legend(): self.ax.legend(loc='upper right', fontsize=8)
         for ax in (self.ax, self.ax2): ax.relim(); ax.autoscale_view(scalex=False)
         self.fig.tight_layout()
         self._handle.update(self._png())

@@ -57,6 +57,7 @@ class RunSettings:
     trained: str|None = None              # 'lora', 'qlora', 'full' or 'projector'
     base_fingerprint: dict|None = None    # `base_fingerprint` of the base (None: it had no local weights)
     merged_from: dict|None = None         # written by the merge: the adapter, the base, how
+    data: dict = field(default_factory=dict)   # what trained on what: `data_path`, `train_records`, `eval_records`, how they were split
     extra: dict = field(default_factory=dict)   # keys this version does not know, kept as they were
     fingerprint_recorded: bool = field(default=True, repr=False)   # False for outputs of versions before fingerprints
 
@@ -421,6 +422,11 @@ def model_card(folder,        # a training output (adapter, projector) or a merg
         rows += [('LoRA r', lora.get('lora_r')), ('LoRA alpha', lora.get('lora_alpha')), ('LoRA dropout', lora.get('lora_dropout')),
                  ('bits', lora.get('bits'))]
     rows += [('mm_projector_lr', lora.get('mm_projector_lr')), ('projector trained', s.projector_trained)]
+    dd = s.data or {}
+    if dd.get('train_records') is not None: rows.append(('training records', f"{dd['train_records']} ({dd.get('train_with_image', '?')} with an image)"))
+    if dd.get('eval_records'):
+        how = f"held out from the training file by record id (--val_size {dd['val_size']})" if dd.get('val_size') else f"`{Path(dd.get('eval_data_path') or '').name}`"
+        rows.append(('validation records', f"{dd['eval_records']}, {how}"))
     st = _trainer_state(d, s)
     hist = st.get('log_history') or []
     if st.get('global_step') is not None: rows.append(('steps', st['global_step']))
@@ -428,7 +434,8 @@ def model_card(folder,        # a training output (adapter, projector) or a merg
     if losses: rows.append(('final training loss', losses[-1]))
     if hist and 'train_loss' in hist[-1]: rows.append(('mean training loss', hist[-1]['train_loss']))
     evals = {k: v for r in hist for k, v in r.items() if k.startswith('eval_') and isinstance(v, (int, float)) and not k.endswith(('_runtime', 'per_second'))}
-    rows += sorted(evals.items())
+    names = {'eval_loss': 'validation loss (eval_loss)', 'eval_accuracy': 'validation exact match (eval_accuracy)'}
+    rows += sorted((names.get(k, k), v) for k, v in evals.items())
     lines += ['## Training', '', '| setting | value |', '|---|---|'] + [f"| {k} | {_fmt(v)} |" for k, v in rows if v is not None] + ['']
     lines += ['## How to load', '', '```python']
     if kind in ('merged', 'full'):

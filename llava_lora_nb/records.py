@@ -12,7 +12,7 @@ from .core import LlavaLoraError
 # %% auto #0
 __all__ = ['DEFAULT_IMAGE_TOKEN', 'ROLES', 'TABLE_COLUMNS', 'DataError', 'load_records', 'resolve_image_path', 'Problem',
            'ValidationReport', 'record_problems', 'to_hf_messages', 'from_hf_messages', 'to_sharegpt', 'from_sharegpt',
-           'to_table', 'from_table', 'write_table', 'read_table']
+           'to_table', 'from_table', 'write_table', 'read_table', 'split_by_id']
 
 # %% ../nbs/01_records.ipynb #cc6662d2
 DEFAULT_IMAGE_TOKEN = '<image>'   # the placeholder a record's first question holds for its image
@@ -268,3 +268,17 @@ def read_table(path):  # `.csv` or `.jsonl`
     if path.suffix.lower() == '.csv':
         with open(path, newline='', encoding='utf-8-sig') as f: return list(csv.DictReader(f))
     return load_records(path)
+
+# %% ../nbs/01_records.ipynb #e35f99f4
+def split_by_id(records:list,       # LLaVA records, each with an `id`
+                val_size:float,     # a share of the records (0 < val_size < 1) or a number of them (>= 1)
+               )->tuple[list, list]:
+    "`(train, validation)`: the records whose hashed `id` is smallest are held out, in their original order on both sides."
+    import hashlib
+    n = len(records)
+    k = int(val_size) if val_size >= 1 else round(val_size * n)
+    if val_size <= 0 or k < 1 or k >= n:
+        raise ValueError(f"val_size={val_size} holds out {k} of {n} records: pass a share in (0, 1) or a number from 1 to {n - 1}")
+    key = lambda i: (hashlib.sha256(str(records[i].get('id', i)).encode()).hexdigest(), i)
+    held = set(sorted(range(n), key=key)[:k])
+    return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held]

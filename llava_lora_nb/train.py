@@ -20,7 +20,7 @@ from .trainer import (LLaVATrainer, is_projector_param, deepspeed_config, _ds_di
 # %% auto #0
 __all__ = ['TRAIN_HELP_NOTE', 'ModelArguments', 'DataArguments', 'TrainingArguments', 'check_architecture',
            'check_zero3_quantization', 'load_qlora_for_zero3', 'upcast_trainable_non_lora', 'run_header',
-           'check_report_to', 'LogTable', 'log_table', 'train', 'parse_args', 'train_cli']
+           'check_report_to', 'LogTable', 'log_table', 'train', 'FinetuneResult', 'finetune', 'parse_args', 'train_cli']
 
 # %% ../nbs/07b_train.ipynb #bef69e7f
 @dataclass
@@ -82,6 +82,12 @@ class TrainingArguments(transformers.TrainingArguments, LoraFlags):
         check_deepspeed_config(self.deepspeed, self.learning_rate, self.mm_projector_lr)   # at parse time, once
         if self.evaluation_strategy is not None: self.eval_strategy = self.evaluation_strategy
         if self.warmup_ratio is not None: self.warmup_steps = self.warmup_ratio
+        if self.load_best_model_at_end and self.eval_strategy in ('no', None):
+            self.eval_strategy = self.save_strategy   # evaluate when a checkpoint is written (the Trainer's requirement)
+            if self.eval_steps is None: self.eval_steps = self.save_steps
+        if (self.metric_for_best_model or '').removeprefix('eval_') == 'accuracy' and not self.eval_generate:
+            raise ValueError(f"--metric_for_best_model {self.metric_for_best_model} needs --eval_generate True (accuracy comes from "
+                             "generated answers); or use the validation loss: drop the flag")
         cuda = torch.cuda.is_available()
         if self.bf16 and not (cuda and torch.cuda.is_bf16_supported()) and not self.use_cpu:
             print("llava_lora_train: note: --bf16 asked but no GPU with bf16 here: training in float32")
@@ -262,10 +268,13 @@ class LogTable(str):
 def log_table(log_history:list,  # `trainer.state.log_history`
               max_rows:int=8      # at most this many logged steps, evenly spaced, first and last included
              ) -> LogTable:
-    "The training logs of a `Trainer` run as a small markdown table: step, epoch, loss, gradient norm, learning rate."
-    rows = [r for r in log_history if 'loss' in r and 'step' in r]
+    "The training logs of a `Trainer` run as a small markdown table: step, epoch, loss, gradient norm, learning rate (and validation metrics)."
+    by_step = {}
+    for r in log_history:   # a step's training log and its evaluation, one row
+        if 'step' in r and ('loss' in r or 'eval_loss' in r): by_step.setdefault(r['step'], {}).update(r)
+    rows = [by_step[s] for s in sorted(by_step)]
     if len(rows) > max_rows: rows = [rows[round(i * (len(rows) - 1) / (max_rows - 1))] for i in range(max_rows)]
-    cols = ('step', 'epoch', 'loss', 'grad_norm', 'learning_rate')
+    cols = ('step', 'epoch', 'loss', 'grad_norm', 'learning_rate') + tuple(k for k in ('eval_loss', 'eval_accuracy') if any(k in r for r in by_step.values()))
     fmt = lambda v: '' if v is None else f'{v:.4g}' if isinstance(v, float) else str(v)
     lines = ['| ' + ' | '.join(cols) + ' |', '|' + '---:|' * len(cols)]
     return LogTable('\n'.join(lines + ['| ' + ' | '.join(fmt(r.get(c)) for c in cols) + ' |' for r in rows]))
@@ -302,12 +311,41 @@ def _check_start(model_args, training_args):
         raise ValueError(f"--model_name_or_path {model_args.model_name_or_path}: no such folder, and no Hub model of that name is "
                          f"available{where}: check the path, or the Hub id and your network / cache") from None
 
-def train(model_args:ModelArguments, # model flags
-          data_args:DataArguments, # data flags
-          training_args:TrainingArguments, # HF + LLaVA training flags
-          callbacks:list|None=None, # extra `TrainerCallback`s
-          verbose:bool=True)->Path: # print the data report and notes
-    "Train LoRA/QLoRA adapters (and the projector) of a LLaVA checkpoint on LLaVA conversation data; returns the output folder."
+def _held_out(data_args, processor, training_args, template, main, say):
+    "`(training records, held-out records or None)` from `--eval_data_path` or `--val_size`; the eval strategy set to match."
+    from llava_lora_nb.dataset import validate_or_raise
+    from llava_lora_nb.records import load_records, split_by_id
+    records, held, a = load_records(data_args.data_path), None, training_args
+    if data_args.eval_data_path and data_args.val_size:
+        raise ValueError(f"--eval_data_path {data_args.eval_data_path} and --val_size {data_args.val_size}: pass one of them")
+    if data_args.eval_data_path:
+        validate_or_raise(data_args.eval_data_path, data_args.image_folder, processor, a.model_max_length, template,
+                          check_images=main, progress=main and not a.disable_tqdm)
+        held = load_records(data_args.eval_data_path)
+        say(f"llava_lora_train: validation data OK: {len(held)} records from {data_args.eval_data_path}")
+    elif data_args.val_size:
+        try: records, held = split_by_id(records, data_args.val_size)
+        except ValueError as e: raise ValueError(f"--val_size: {e}") from None
+        say(f"llava_lora_train: validation: {len(held)} of {len(records) + len(held)} records held out by record id (--val_size {data_args.val_size})")
+    if held is None:
+        if a.eval_strategy != 'no':
+            raise ValueError(f"--eval_strategy {a.eval_strategy.value}: there is nothing to evaluate on: pass --eval_data_path (a held-out "
+                             "file) or --val_size (a share of --data_path), or drop the flag")
+        if a.eval_generate: raise ValueError("--eval_generate True needs held-out data: pass --eval_data_path or --val_size")
+        return records, None
+    if a.eval_strategy == 'no':   # held-out data given: evaluate every --eval_steps (default: every --logging_steps)
+        from transformers.trainer_utils import IntervalStrategy
+        a.eval_strategy, a.do_eval = IntervalStrategy.STEPS, True
+        if a.eval_steps is None: a.eval_steps = a.logging_steps
+    return records, held
+
+def _data_summary(data_args, records, held)->dict:
+    "What `RunSettings.data` records: the files, how many records trained and were held out."
+    return dict(data_path=str(data_args.data_path), train_records=len(records), train_with_image=sum('image' in r for r in records),
+                eval_records=len(held or []), eval_data_path=data_args.eval_data_path, val_size=data_args.val_size or None)
+
+def _train(model_args, data_args, training_args, callbacks=None, verbose=True):
+    "`train`, returning `(output folder, trainer)`."
     from llava_lora_nb.dataset import validate_or_raise, LazySupervisedDataset, data_collator
     from llava_lora_nb.loading import load_for_training, llava_hf_folder
     from llava_lora_nb.output import base_fingerprint
@@ -325,6 +363,7 @@ def train(model_args:ModelArguments, # model flags
     report = validate_or_raise(data_args.data_path, data_args.image_folder, processor, training_args.model_max_length, model_args.version,
                                check_images=main, progress=main and not training_args.disable_tqdm)
     say(f"llava_lora_train: data OK: {report.summary}")
+    records, eval_records = _held_out(data_args, processor, training_args, model_args.version, main, say)
     # 2. architecture flags, the DeepSpeed config
     for n in check_architecture(model_args, config): say(f"llava_lora_train: note: {n}")
     # 3. the model
@@ -345,19 +384,24 @@ def train(model_args:ModelArguments, # model flags
     if not training_args.deepspeed: upcast_trainable_non_lora(model)   # 16-bit base: float32 projector (DeepSpeed keeps its own master copy)
     # 4. the data set
     with training_args.main_process_first(desc='preprocessing cache'):   # one process builds the cache, the others then open it
-        dataset = LazySupervisedDataset(data_args.data_path, data_args.image_folder, processor, template=model_args.version,
+        dataset = LazySupervisedDataset(records, data_args.image_folder, processor, template=model_args.version,
                                         model_max_length=training_args.model_max_length, image_aspect_ratio=data_args.image_aspect_ratio,
                                         cache_dir=data_args.data_cache_dir, cache_workers=training_args.dataloader_num_workers,
                                         progress=main and not training_args.disable_tqdm)
+    eval_dataset = None if not eval_records else LazySupervisedDataset(
+        eval_records, data_args.image_folder, processor, template=model_args.version, model_max_length=training_args.model_max_length,
+        image_aspect_ratio=data_args.image_aspect_ratio)
     tok = processor.tokenizer
     aspect = 'anyres' if dataset.anyres else data_args.image_aspect_ratio   # LLaVA-NeXT: its processor's any-resolution, whatever the flag
     llava_settings = RunSettings(model_args.model_name_or_path, model_args.version, aspect,
                                  training_args.model_max_length, settings.to_dict(), settings.method,
-                                 base_fingerprint(model_args.model_name_or_path, cache_dir=training_args.cache_dir))
+                                 base_fingerprint(model_args.model_name_or_path, cache_dir=training_args.cache_dir),
+                                 data=_data_summary(data_args, records, eval_records))
     for line in run_header(model, settings, training_args, None if original else config): say(f"llava_lora_train: {line}")
     # 5. train (resuming like the original when checkpoints exist)
-    trainer = LLaVATrainer(model=model, args=training_args, train_dataset=dataset, data_collator=data_collator(dataset),
-                           processing_class=processor, callbacks=callbacks, llava_settings=llava_settings)
+    trainer = LLaVATrainer(model=model, args=training_args, train_dataset=dataset, eval_dataset=eval_dataset,
+                           data_collator=data_collator(dataset), processing_class=processor, callbacks=callbacks,
+                           llava_settings=llava_settings, eval_records=eval_records, image_folder=data_args.image_folder)
     notebook = training_args.disable_tqdm and in_notebook()
     if notebook: trainer.remove_callback(transformers.trainer_callback.PrinterCallback)   # its dicts of strings: a table at the end instead
     if training_args.should_save:   # staging folders of saves that were killed: complete ones are published, the rest deleted
@@ -366,7 +410,14 @@ def train(model_args:ModelArguments, # model flags
     if resume:
         for f in sorted(Path(resume).glob('*.safetensors')): check_safetensors(f)
         say(f"llava_lora_train: resuming from {resume}")
-    trainer.train(resume_from_checkpoint=resume)
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.final_metrics = dict(result.metrics)
+    if eval_dataset is not None:   # the validation metrics of the model being saved (the last step's, or the best one's)
+        last = next((r for r in reversed(trainer.state.log_history) if 'eval_loss' in r), None)
+        best = trainer.state.best_model_checkpoint if training_args.load_best_model_at_end else None
+        if last is None or last.get('step') != trainer.state.global_step or (best and not best.endswith(f'-{trainer.state.global_step}')):
+            last = trainer.evaluate()
+        trainer.final_metrics.update({k: v for k, v in last.items() if k.startswith('eval_')})
     if notebook and verbose and any('loss' in r for r in trainer.state.log_history):
         from IPython.display import display
         display(log_table(trainer.state.log_history))
@@ -377,7 +428,62 @@ def train(model_args:ModelArguments, # model flags
         import matplotlib.pyplot as plt
         plt.close(plot_loss(trainer.state.log_history, out/'loss.png'))
         write_model_card(out)   # README.md for the Hub: base, settings, steps, loss, how to load
-    return out
+    return out, trainer
+
+def train(model_args:ModelArguments, # model flags
+          data_args:DataArguments, # data flags
+          training_args:TrainingArguments, # HF + LLaVA training flags
+          callbacks:list|None=None, # extra `TrainerCallback`s
+          verbose:bool=True)->Path: # print the data report and notes
+    "Train LoRA/QLoRA adapters (and the projector) of a LLaVA checkpoint on LLaVA conversation data; returns the output folder."
+    return _train(model_args, data_args, training_args, callbacks, verbose)[0]
+
+# %% ../nbs/07b_train.ipynb #3008d8a6
+@dataclass
+class FinetuneResult:
+    "What `finetune` returns: the output folder, the final metrics and the `Trainer`'s log history."
+    output_dir: Path        # the training output (adapter + projector, or the model), with README.md, loss.png and checkpoints
+    metrics: dict           # `train_loss`, `train_runtime`, ... and with held-out data `eval_loss` (+ `eval_accuracy`) of the saved model
+    log_history: list       # `trainer_state.json`'s log history: one dict per logging step and per evaluation
+    best_checkpoint: str|None = None   # with `load_best_model_at_end=True`: the checkpoint whose weights were saved
+    def _repr_markdown_(self):
+        m = '\n'.join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in self.metrics.items())
+        return f"**{self.output_dir}**\n\n| metric | value |\n|---|---:|\n{m}\n\n" + str(log_table(self.log_history))
+
+def _resolve_deepspeed(v):
+    "A DeepSpeed config path, with the bundled short names `zero2`, `zero3`, `zero3_offload` (with or without .json) resolved."
+    if isinstance(v, str) and not Path(v).exists() and v.removesuffix('.json') in ('zero2', 'zero3', 'zero3_offload'):
+        return str(deepspeed_config(v))
+    return v
+
+def finetune(model_name_or_path:str, # LLaVA checkpoint (llava-hf or original layout): local folder or Hub id
+             data_path:str,          # LLaVA conversation JSON / JSONL
+             image_folder:str|None,  # folder the records' image paths are relative to
+             output_dir:str,         # the training output (created; an existing one is resumed from its last complete checkpoint)
+             callbacks:list|None=None, # extra `TrainerCallback`s (in Jupyter a `LiveTrainingCallback` is added)
+             verbose:bool=True,      # print the data report and the run header
+             **kwargs)->FinetuneResult: # any `llava_lora_train` flag by name: lora_enable=True, bits=4, val_size=0.1, eval_generate=True, ...
+    "Train in one call with the `llava_lora_train` flags as keyword arguments; returns a `FinetuneResult`."
+    import difflib
+    from llava_lora_nb.live import LiveTrainingCallback
+    classes = (ModelArguments, DataArguments, TrainingArguments)
+    names = [{f.name for f in dataclasses.fields(c) if f.init} for c in classes]
+    every = set().union(*names)
+    bad = [k for k in kwargs if k not in every]
+    if bad:
+        hint = {k: difflib.get_close_matches(k, every, n=1) for k in bad}
+        raise TypeError("finetune: unknown setting(s) " + ', '.join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else '') for k, h in hint.items())
+                        + ": use the names of the llava_lora_train flags (llava_lora_train --help)")
+    if 'deepspeed' in kwargs: kwargs['deepspeed'] = _resolve_deepspeed(kwargs['deepspeed'])
+    live = in_notebook() and not any(isinstance(c, LiveTrainingCallback) for c in callbacks or [])
+    if live: kwargs.setdefault('disable_tqdm', True)
+    kwargs.setdefault('report_to', 'none')   # nothing is sent anywhere unless asked
+    if (note := single_process_env(kwargs.get('deepspeed'))) and verbose: print(note)   # before TrainingArguments set up the process group
+    given = dict(model_name_or_path=model_name_or_path, data_path=data_path, image_folder=image_folder, output_dir=str(output_dir), **kwargs)
+    ma, da, ta = (c(**{k: v for k, v in given.items() if k in n}) for c, n in zip(classes, names))
+    out, trainer = _train(ma, da, ta, list(callbacks or []) + ([LiveTrainingCallback()] if live else []), verbose)
+    best = trainer.state.best_model_checkpoint if ta.load_best_model_at_end else None
+    return FinetuneResult(out, trainer.final_metrics, list(trainer.state.log_history), best)
 
 # %% ../nbs/07b_train.ipynb #72f925ef
 def parse_args(argv:list|None=None):
@@ -390,8 +496,7 @@ def parse_args(argv:list|None=None):
         return parser.parse_yaml_file(yaml_file=os.path.abspath(argv[0]), allow_extra_keys=False)
     if '--deepspeed' in argv:
         i = argv.index('--deepspeed') + 1
-        if i < len(argv) and not Path(argv[i]).exists() and argv[i].removesuffix('.json') in ('zero2', 'zero3', 'zero3_offload'):
-            argv[i] = str(deepspeed_config(argv[i]))
+        if i < len(argv): argv[i] = _resolve_deepspeed(argv[i])
     return parser.parse_args_into_dataclasses(argv)
 
 def _train_main(argv:list):

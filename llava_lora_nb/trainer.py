@@ -292,8 +292,12 @@ def last_complete_checkpoint(output_dir, # a training output folder
 # %% ../nbs/07a_trainer.ipynb #62988bce
 class LLaVATrainer(transformers.Trainer):
     "`transformers.Trainer` with LLaVA's modality-grouped sampler and projector LR, complete checkpoints and full resume."
-    def __init__(self, *args, llava_settings:RunSettings|dict|None=None, **kwargs):
+    def __init__(self, *args, llava_settings:RunSettings|dict|None=None,
+                 eval_records:list|None=None,   # held-out records answered by greedy generation at each evaluation (`--eval_generate`)
+                 image_folder=None,             # the folder their images are relative to
+                 **kwargs):
         super().__init__(*args, **kwargs)
+        self.eval_records, self.image_folder = eval_records, image_folder
         acc = getattr(torch, 'accelerator', None)   # pinned memory needs a GPU; without one torch warns at every epoch
         if self.args.dataloader_pin_memory and not (acc.is_available() if acc is not None else torch.cuda.is_available()):
             self.args.dataloader_pin_memory = False
@@ -352,6 +356,31 @@ class LLaVATrainer(transformers.Trainer):
             return load_pretrain_mm_mlp_adapter(m, ck/MM_PROJECTOR_NAME)   # everything else is the frozen base
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         if (ck/NON_LORA).exists(): load_non_lora_trainables(m, ck)
+
+    def exact_match(self, records:list|None=None, # held-out records (default: `eval_records`, at most `--eval_max_records`)
+                    metric_key_prefix:str='eval')->dict:
+        "Greedy answers to the last question of each held-out record, batched (`--per_device_eval_batch_size`): `{'eval_accuracy': ...}`."
+        from llava_lora_nb.generation import evaluate
+        recs = records if records is not None else (self.eval_records or [])[:getattr(self.args, 'eval_max_records', None) or None]
+        if not recs: return {}
+        s = self.llava_settings
+        res = evaluate(self.accelerator.unwrap_model(self.model), self.processing_class, recs, self.image_folder, template=s.version,
+                       image_aspect_ratio=s.image_aspect_ratio, batch_size=self.args.per_device_eval_batch_size, progress=False)
+        return {f'{metric_key_prefix}_accuracy': res.summary['exact_match']}
+
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix='eval'):
+        "The `Trainer`'s evaluation (the validation loss), plus exact-match accuracy with `--eval_generate True`, in the same log entry."
+        out = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        if getattr(self.args, 'eval_generate', False) and self.eval_records: out.metrics.update(self.exact_match(metric_key_prefix=metric_key_prefix))
+        return out
+
+    def _load_best_model(self):
+        "`--load_best_model_at_end`: the best checkpoint's adapter (the `Trainer`'s part) and its projector / `image_newline` (ours)."
+        ck = Path(self.state.best_model_checkpoint)
+        m = self.accelerator.unwrap_model(self.model)
+        if save_kind(m) == 'projector' and (ck/MM_PROJECTOR_NAME).exists(): load_pretrain_mm_mlp_adapter(m, ck/MM_PROJECTOR_NAME); return
+        super()._load_best_model()
+        if not self.is_deepspeed_enabled and (ck/NON_LORA).exists(): load_non_lora_trainables(m, ck)   # DeepSpeed restored its whole engine
 
     def _run_epoch(self, *args, **kwargs):
         if 0 < self.state.max_steps <= self.state.global_step:   # resumed from the checkpoint at --max_steps: nothing left

@@ -176,3 +176,45 @@ def test_train_and_merge_from_original_layout_checkpoint(tmp_path, shapes):
         r = run_cli('llava_lora_merge', '--model-path', out, '--model-base', orig, '--save-model-path', tmp_path/m, *extra)
         assert r.returncode == 0 and 'verified' in r.stdout, r.stderr[-3000:]
     assert same_tensors(checkpoint_tensors(tmp_path/'m1'), checkpoint_tensors(tmp_path/'m2'))
+
+def test_train_cli_validation_and_best_model(tmp_path, tiny_ckpt, shapes):
+    """Issue 18: --eval_data_path gives a validation loss (and with --eval_generate an exact-match accuracy) every --eval_steps,
+    in trainer_state.json and the model card; --load_best_model_at_end leaves the best checkpoint's adapter AND projector in
+    the output folder (here 'best' is the highest validation loss, so that it is not the last step)."""
+    from safetensors.torch import load_file
+    data, heldout, folder = shapes
+    out = tmp_path/'out'
+    r = run_cli('llava_lora_train', '--model_name_or_path', tiny_ckpt, '--data_path', data, '--image_folder', folder,
+                '--output_dir', out, '--version', 'v1', '--lora_enable', 'True', '--lora_r', '8', '--lora_alpha', '16',
+                '--learning_rate', '3e-3', '--mm_projector_lr', '1e-3', '--per_device_train_batch_size', '4', '--max_steps', '12',
+                '--logging_steps', '2', '--save_steps', '4', '--model_max_length', '256', '--report_to', 'none',
+                '--eval_data_path', heldout, '--eval_steps', '4', '--eval_generate', 'True', '--eval_max_records', '8',
+                '--per_device_eval_batch_size', '4', '--load_best_model_at_end', 'True', '--metric_for_best_model', 'loss',
+                '--greater_is_better', 'True')
+    assert r.returncode == 0, r.stderr[-4000:]
+    state = json.loads((out/'trainer_state.json').read_text())
+    evals = [x for x in state['log_history'] if 'eval_loss' in x]
+    assert [x['step'] for x in evals][:3] == [4, 8, 12], evals
+    assert all(0 <= x['eval_accuracy'] <= 1 for x in evals)
+    worst = max(evals[:3], key=lambda x: x['eval_loss'])['step']
+    assert worst != 12 and state['best_model_checkpoint'] == str(out/f'checkpoint-{worst}'), (worst, state['best_model_checkpoint'])
+    for f in ('adapter_model.safetensors', 'non_lora_trainables.safetensors'):
+        saved, best, last = (load_file(d/f) for d in (out, out/f'checkpoint-{worst}', out/'checkpoint-12'))
+        assert all((saved[k] == best[k]).all() for k in best), f
+        assert any((saved[k] != last[k]).any() for k in last), f
+    assert evals[-1]['eval_loss'] == evals[[x['step'] for x in evals].index(worst)]['eval_loss']   # final metrics: the saved (best) model's
+    card = (out/'README.md').read_text()
+    assert '| validation loss (eval_loss) |' in card and '| validation exact match (eval_accuracy) |' in card
+    assert '| validation records | 32, `heldout.json` |' in card and '| training records | 96 (' in card
+
+def test_train_cli_validation_flag_errors(tmp_path, tiny_ckpt, shapes):
+    data, heldout, folder = shapes
+    base = ['--model_name_or_path', tiny_ckpt, '--data_path', data, '--image_folder', folder, '--output_dir', tmp_path/'out', '--report_to', 'none']
+    for extra, said in ((['--eval_strategy', 'steps'], 'pass --eval_data_path'),
+                        (['--eval_generate', 'True'], 'needs held-out data'),
+                        (['--val_size', '0.1', '--eval_data_path', heldout], 'pass one of them'),
+                        (['--val_size', '96'], 'number from 1 to 95'),
+                        (['--eval_data_path', heldout, '--metric_for_best_model', 'accuracy'], 'needs --eval_generate True')):
+        r = run_cli('llava_lora_train', *base, *extra)
+        assert r.returncode == 2 and said in r.stderr and 'Traceback' not in r.stderr, (extra, r.stderr[-2000:])
+    assert not (tmp_path/'out'/'adapter_model.safetensors').exists()
