@@ -10,10 +10,11 @@ from pathlib import Path
 import torch
 from .core import ArgumentParser, run_cli
 from .output import OutputError, RunSettings, output_kind, is_adapter_dir, load_adapter_model
+from .generation import (_image, _record_image, generate_answer, generate_answers, normalize_answer, exact_match,
+                                     heldout_questions, EvalResult, evaluate)
 
 # %% auto #0
-__all__ = ['load_for_inference', 'generate_answer', 'predict', 'normalize_answer', 'exact_match', 'heldout_questions',
-           'EvalResult', 'evaluate', 'side_by_side', 'shown_text', 'gallery_html', 'gallery', 'predict_cli', 'eval_cli']
+__all__ = ['load_for_inference', 'predict', 'side_by_side', 'shown_text', 'gallery_html', 'gallery', 'predict_cli', 'eval_cli']
 
 # %% ../nbs/09_validate.ipynb #7c56b2ef
 def load_for_inference(model_path,          # merged checkpoint folder, or a training output folder (or its checkpoint-N)
@@ -31,42 +32,6 @@ def load_for_inference(model_path,          # merged checkpoint folder, or a tra
     return model.eval(), processor, settings
 
 # %% ../nbs/09_validate.ipynb #437cd982
-def _image(image, image_folder=None):
-    "A PIL RGB image from a PIL image or a path (relative to `image_folder` if given)."
-    from PIL import Image
-    from llava_lora_nb.prompts import to_rgb, open_image
-    if image is None or isinstance(image, Image.Image): return to_rgb(image) if image is not None else None
-    p = Path(image_folder)/image if image_folder is not None else Path(image)
-    if not p.exists(): raise FileNotFoundError(f"image {p} not found" + (f" (relative to image_folder {image_folder})" if image_folder else ''))
-    return open_image(p)
-
-def _record_image(image_folder, image):
-    "The decoded RGB image of a record's `image`, with the training path's checks (`records.resolve_image_path`: no absolute paths, no `..`)."
-    from PIL import Image
-    from llava_lora_nb.records import resolve_image_path, DataError
-    from llava_lora_nb.prompts import open_image
-    p = resolve_image_path(image_folder, image)
-    if not p.is_file(): raise DataError(f"image {p} not found (relative to image_folder {image_folder})")
-    try:
-        return open_image(p)   # decodes the whole file (a truncated image fails here); 16-bit and palette images as in training
-    except (OSError, Image.DecompressionBombError) as e: raise DataError(f"image {p} cannot be read ({e})") from None
-
-@torch.no_grad()
-def generate_answer(model, processor, conversations, image=None, template:str='vicuna_v1', image_aspect_ratio:str='pad',
-                    max_new_tokens:int=32, temperature:float=0.0, top_p:float|None=None) -> str:
-    "Answer the last human turn of `conversations` (LLaVA format, earlier turns as context)."
-    from llava_lora_nb.prompts import build_inference_inputs
-    inputs = build_inference_inputs(conversations, processor, template=template, image=image, image_aspect_ratio=image_aspect_ratio)
-    dev = next(model.parameters()).device
-    dt = next(p for p in model.parameters() if p.is_floating_point()).dtype
-    inputs = {k: (v.to(dev, dt) if k == 'pixel_values' else v.to(dev)) for k, v in inputs.items()}
-    tok = getattr(processor, 'tokenizer', processor)
-    gen = dict(max_new_tokens=max_new_tokens, do_sample=temperature > 0, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-    if temperature > 0: gen.update(temperature=temperature, **({'top_p': top_p} if top_p is not None else {}))
-    else: gen.update(temperature=None, top_p=None, top_k=None)
-    out = model.generate(**inputs, **gen)
-    return tok.decode(out[0, inputs['input_ids'].shape[1]:], skip_special_tokens=True).strip()
-
 def predict(model, processor,
             image,                          # PIL image or path (None: text-only question)
             prompt:str,                     # the question; `<image>\n` is prepended when an image is given and it lacks one
@@ -80,67 +45,6 @@ def predict(model, processor,
     if img is not None and '<image>' not in prompt: prompt = '<image>\n' + prompt
     return generate_answer(model, processor, [{'from': 'human', 'value': prompt}], img, template, image_aspect_ratio,
                            max_new_tokens, temperature, top_p)
-
-# %% ../nbs/09_validate.ipynb #38751b04
-def normalize_answer(s:str) -> str:
-    "Lower case, drop punctuation and the articles a/an/the, collapse whitespace."
-    s = ''.join(ch for ch in s.lower() if ch not in set(string.punctuation))
-    return ' '.join(w for w in s.split() if w not in ('a', 'an', 'the'))
-
-def exact_match(answer:str, reference:str) -> bool:
-    "Normalised exact match."
-    return normalize_answer(answer) == normalize_answer(reference)
-
-def heldout_questions(records, turns:str='last'):
-    "`(record, turn index, conversations up to that human turn, reference answer)` for each question to ask."
-    if turns not in ('last', 'each'): raise ValueError(f"turns must be 'last' or 'each', not {turns!r}")
-    for r in records:
-        conv = r['conversations']
-        idx = [i for i, t in enumerate(conv[:-1]) if t['from'] == 'human' and conv[i+1]['from'] == 'gpt']
-        for i in (idx[-1:] if turns == 'last' else idx): yield r, i, conv[:i+1], conv[i+1]['value']
-
-@dataclass
-class EvalResult:
-    "Per-question rows (`id`, `turn`, `image`, `question`, `reference`, `answer`, `correct`, `error`) and a summary."
-    rows: list
-    summary: dict
-    def __str__(self):
-        s = self.summary
-        return f"exact match {s['exact_match']:.3f} ({s['correct']}/{s['n']})" + (f", {s['failed']} failed" if s.get('failed') else '')
-
-def evaluate(model, processor,
-             data,                          # held-out JSON/JSONL path, or a list of LLaVA records
-             image_folder,                  # folder the records' `image` paths are relative to
-             template:str='vicuna_v1', image_aspect_ratio:str='pad',
-             turns:str='last',              # 'last': the last human turn of each record; 'each': every turn
-             max_new_tokens:int=16,
-             limit:int|None=None,           # evaluate only the first `limit` questions
-             progress:bool=True) -> EvalResult:
-    "Answer every held-out question greedily and score normalised exact match."
-    from llava_lora_nb.core import progress as tqdm  # tqdm.auto; a saved notebook shows the finished bar
-    from llava_lora_nb.records import load_records
-    records = load_records(data) if isinstance(data, (str, Path)) else data
-    from PIL import Image
-    rows, ok = [], []
-    for k, r in enumerate(records):   # a record without usable turns is a failed row, not a crash
-        conv = r.get('conversations') if isinstance(r, dict) else None
-        if isinstance(conv, list) and all(isinstance(t, dict) and isinstance(t.get('from'), str) and isinstance(t.get('value'), str) for t in conv):
-            ok.append(r); continue
-        rid = r.get('id') if isinstance(r, dict) else None
-        rows.append({'id': rid, 'turn': None, 'image': r.get('image') if isinstance(r, dict) else None, 'question': None, 'reference': None,
-                     'answer': None, 'correct': False, 'error': f"record {k} (id={rid!r}): 'conversations' must be a list of {{'from', 'value'}} turns"})
-    qs = list(heldout_questions(ok, turns))[:limit]
-    for r, i, conv, ref in tqdm(qs, desc='evaluating', disable=not progress):
-        row = {'id': r.get('id'), 'turn': i // 2, 'image': r.get('image'), 'question': conv[-1]['value'].replace('<image>', '').strip(),
-               'reference': ref, 'answer': None, 'correct': False, 'error': None}
-        try: img = _record_image(image_folder, r['image']) if r.get('image') else None
-        except (ValueError, OSError, Image.DecompressionBombError) as e:   # a bad record fails alone; the others are still evaluated
-            rows.append({**row, 'error': str(e)}); continue
-        try: ans = generate_answer(model, processor, conv, img, template, image_aspect_ratio, max_new_tokens)
-        except ValueError as e: rows.append({**row, 'error': f"record id={r.get('id')!r}: {e}"}); continue   # e.g. a second <image>
-        rows.append({**row, 'answer': ans, 'correct': exact_match(ans, ref)})
-    n, c, f = len(rows), sum(r['correct'] for r in rows), sum(r['error'] is not None for r in rows)
-    return EvalResult(rows, {'n': n, 'correct': c, 'exact_match': c / n if n else 0.0, 'failed': f})
 
 # %% ../nbs/09_validate.ipynb #a41f2528
 def side_by_side(results:dict) -> EvalResult:
@@ -235,6 +139,8 @@ def _eval_main(argv):
     p.add_argument('--turns', default='last', choices=['last', 'each'], help='ask the last question of each record, or each (default last)')
     p.add_argument('--max_new_tokens', type=int, default=16, help='answer length limit (default 16)')
     p.add_argument('--limit', type=int, default=None, help='evaluate the first N records only')
+    p.add_argument('--batch_size', type=int, default=8, help='questions per generate call, left-padded (default 8; greedy answers are '
+                   'the same as one by one, --batch_size 1, only faster)')
     p.add_argument('--quiet', action='store_true', help='no progress bars')
     a = p.parse_args(argv)
     from llava_lora_nb.records import load_records
@@ -244,7 +150,7 @@ def _eval_main(argv):
                                                         allow_other_base=a.allow_other_base)
         template, ar = _cfg(a, settings)
         results[name] = evaluate(model, processor, records, a.image_folder, template, ar, a.turns, a.max_new_tokens, a.limit,
-                                 progress=not a.quiet)
+                                 progress=not a.quiet, batch_size=a.batch_size)
         del model
     res = side_by_side(results)
     summary = {nm: {**s, 'model_path': str(pth)} for (nm, s), pth in zip(res.summary.items(), [a.model_path, a.compare])}
