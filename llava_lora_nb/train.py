@@ -471,8 +471,8 @@ def finetune(model_name_or_path:str, # LLaVA checkpoint (llava-hf or original la
     every = set().union(*names)
     bad = [k for k in kwargs if k not in every]
     if bad:
-        hint = {k: difflib.get_close_matches(k, every, n=1) for k in bad}
-        raise TypeError("finetune: unknown setting(s) " + ', '.join(f"{k!r}" + (f" (did you mean {h[0]!r}?)" if h else '') for k, h in hint.items())
+        hint = {k: difflib.get_close_matches(k, every, n=3) for k in bad}
+        raise TypeError("finetune: unknown setting(s) " + ', '.join(f"{k!r}" + (f" (did you mean {' or '.join(map(repr, h))}?)" if h else '') for k, h in hint.items())
                         + ": use the names of the llava_lora_train flags (llava_lora_train --help)")
     if 'deepspeed' in kwargs: kwargs['deepspeed'] = _resolve_deepspeed(kwargs['deepspeed'])
     live = in_notebook() and not any(isinstance(c, LiveTrainingCallback) for c in callbacks or [])
@@ -505,8 +505,11 @@ def _train_main(argv:list):
     argv = [a for i, a in enumerate(argv) if not (a == '--debug' and (i + 1 == len(argv) or argv[i + 1].startswith('--')))]
     if (note := single_process_env(deepspeed_from_argv(argv))): print(note)   # before TrainingArguments set up the process group
     model_args, data_args, training_args = parse_args(argv)
-    out = train(model_args, data_args, training_args)
-    if training_args.should_save: print(f"llava_lora_train: saved to {out}")
+    out, trainer = _train(model_args, data_args, training_args)
+    if training_args.should_save:
+        m = {k: v for k, v in trainer.final_metrics.items() if k in ('train_loss', 'eval_loss', 'eval_accuracy')}
+        if m: print("llava_lora_train: final: " + ', '.join(f"{k} {v:.4g}" for k, v in m.items()))
+        print(f"llava_lora_train: saved to {out}")
 
 TRAIN_HELP_NOTE = ("llava_lora_train: the flags of LLaVA's train.py (also spelled --flag-name), or one JSON/YAML file with the same "
                    "keys. A bare --debug shows the full traceback on errors; input errors exit with status 2.")
