@@ -122,10 +122,15 @@ def test_next_cli_train_merge_predict(tmp_path, next_ckpt, next_shapes):
     env = {**os.environ, 'TOKENIZERS_PARALLELISM': 'false', 'HF_HUB_OFFLINE': '1'}
     run = lambda *a: subprocess.run([str(bin_/a[0]), *map(str, a[1:])], env=env, capture_output=True, text=True, timeout=600)
     out, merged = tmp_path/'adapter', tmp_path/'merged'
-    r = run('llava_lora_train', *_flags(next_ckpt, data, folder, out, '--max_steps', '4', '--save_strategy', 'no'))
+    r = run('llava_lora_train', *_flags(next_ckpt, data, folder, out, '--max_steps', '4', '--save_strategy', 'no',
+                                        '--eval_data_path', data, '--eval_steps', '2', '--eval_generate', 'True', '--eval_max_records', '6',
+                                        '--per_device_eval_batch_size', '3'))   # (evaluated on its training records: the run stays as before)
     assert r.returncode == 0, r.stderr[-3000:]
     settings = json.loads((out/'llava_lora_settings.json').read_text())
     assert settings['image_aspect_ratio'] == 'anyres', settings
+    evals = [x for x in json.loads((out/'trainer_state.json').read_text())['log_history'] if 'eval_loss' in x]
+    assert [x['step'] for x in evals] == [2, 4] and all('eval_accuracy' in x for x in evals), evals   # batched any-resolution answers
+    assert settings['data']['eval_records'] == len(json.loads(Path(data).read_text())) and 'llava_lora_train: final: train_loss' in r.stdout
     r = run('llava_lora_merge', '--model_path', out, '--model_base', next_ckpt, '--save_model_path', merged)
     assert r.returncode == 0, r.stderr[-3000:]
     assert type(LlavaNextForConditionalGeneration.from_pretrained(merged)).__name__ == 'LlavaNextForConditionalGeneration'
