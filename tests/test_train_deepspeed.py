@@ -161,3 +161,26 @@ def _worker(argv):
     else: T.train(*T.parse_args(argv), callbacks=[Digest()])
 
 if __name__ == '__main__': _worker(sys.argv[1:])
+
+def test_zero3_validation_and_best_model(tmp_path, tiny_ckpt, shapes):
+    """Issue 18 under ZeRO-3: a validation loss and batched exact-match answers every --eval_steps while the weights are
+    partitioned, and --load_best_model_at_end restoring the best checkpoint through DeepSpeed (here 'best' is the highest
+    loss, so that it is not the last step): the output folder holds that checkpoint's adapter and projector."""
+    from safetensors.torch import load_file
+    data, heldout, folder = shapes
+    out = tmp_path/'z3eval'
+    _run([sys.executable, str(HERE), *_flags(tiny_ckpt, data, folder, out, '--deepspeed', 'zero3', '--max_steps', '6', '--save_steps', '2',
+                                             '--eval_data_path', str(heldout), '--eval_steps', '2', '--eval_generate', 'True',
+                                             '--eval_max_records', '6', '--load_best_model_at_end', 'True',
+                                             '--metric_for_best_model', 'loss', '--greater_is_better', 'True')], _env())
+    st = json.loads((out/'trainer_state.json').read_text())
+    evals = [x for x in st['log_history'] if 'eval_loss' in x]
+    assert [x['step'] for x in evals][:3] == [2, 4, 6] and all('eval_accuracy' in x for x in evals), evals
+    worst = max(evals[:3], key=lambda x: x['eval_loss'])['step']
+    assert st['best_model_checkpoint'] == str(out/f'checkpoint-{worst}'), st['best_model_checkpoint']
+    assert worst != 6, evals
+    for f in ('adapter_model.safetensors', 'non_lora_trainables.safetensors'):
+        saved, best, last = (load_file(str(d/f)) for d in (out, out/f'checkpoint-{worst}', out/'checkpoint-6'))
+        assert all(torch.equal(saved[k], best[k]) for k in best), f
+        assert any(not torch.equal(saved[k], last[k]) for k in last), f
+    _check_folder(out, tiny_ckpt)
