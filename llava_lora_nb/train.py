@@ -51,7 +51,7 @@ class DataArguments:
     data_cache_dir: str|None = field(default=None, metadata={'help': 'folder for the preprocessing cache: tokenized records and image crops '
                                      'built once (with --dataloader_num_workers processes), reused by every later epoch and run, rebuilt when the data changes'})
     eval_data_path: str|None = field(default=None, metadata={'help': 'held-out LLaVA JSON / JSONL (images in --image_folder): a validation loss '
-                                     'every --eval_steps (and exact-match accuracy with --eval_generate True)'})
+                                     'every --eval_steps (default: every 10%% of the steps; exact-match accuracy too with --eval_generate True)'})
     val_size: float = field(default=0, metadata={'help': 'instead of --eval_data_path: hold out this share (< 1) or number (>= 1) of the '
                             'records of --data_path, chosen by record id (the same split on every run and machine)'})
     packing: bool = field(default=False, metadata={'help': 'pack several records into each row of up to --model_max_length tokens '
@@ -273,7 +273,11 @@ def log_table(log_history:list,  # `trainer.state.log_history`
     for r in log_history:   # a step's training log and its evaluation, one row
         if 'step' in r and ('loss' in r or 'eval_loss' in r): by_step.setdefault(r['step'], {}).update(r)
     rows = [by_step[s] for s in sorted(by_step)]
-    if len(rows) > max_rows: rows = [rows[round(i * (len(rows) - 1) / (max_rows - 1))] for i in range(max_rows)]
+    spaced = lambda rs, k: rs[:k] if k <= 1 else [rs[round(i * (len(rs) - 1) / (k - 1))] for i in range(k)]
+    if len(rows) > max_rows:   # evenly spaced, first and last kept; every evaluation kept when they fit
+        ev = [r for r in rows if 'eval_loss' in r]
+        if len(ev) >= max_rows: rows = spaced(ev, max_rows)
+        else: rows = sorted(ev + spaced([r for r in rows if 'eval_loss' not in r], max_rows - len(ev)), key=lambda r: r['step'])
     cols = ('step', 'epoch', 'loss', 'grad_norm', 'learning_rate') + tuple(k for k in ('eval_loss', 'eval_accuracy') if any(k in r for r in by_step.values()))
     fmt = lambda v: '' if v is None else f'{v:.4g}' if isinstance(v, float) else str(v)
     lines = ['| ' + ' | '.join(cols) + ' |', '|' + '---:|' * len(cols)]
@@ -333,10 +337,12 @@ def _held_out(data_args, processor, training_args, template, main, say):
                              "file) or --val_size (a share of --data_path), or drop the flag")
         if a.eval_generate: raise ValueError("--eval_generate True needs held-out data: pass --eval_data_path or --val_size")
         return records, None
-    if a.eval_strategy == 'no':   # held-out data given: evaluate every --eval_steps (default: every --logging_steps)
+    if a.eval_strategy == 'no':   # held-out data given: evaluate every --eval_steps
         from transformers.trainer_utils import IntervalStrategy
         a.eval_strategy, a.do_eval = IntervalStrategy.STEPS, True
-        if a.eval_steps is None: a.eval_steps = a.logging_steps
+        if a.eval_steps is None:   # not every --logging_steps (the recipe logs every step): ten evaluations per run
+            a.eval_steps = 0.1
+            say("llava_lora_train: note: evaluating every 10% of the training steps (--eval_steps 0.1); pass --eval_steps N to change")
     return records, held
 
 def _data_summary(data_args, records, held)->dict:
@@ -448,7 +454,7 @@ class FinetuneResult:
     best_checkpoint: str|None = None   # with `load_best_model_at_end=True`: the checkpoint whose weights were saved
     def _repr_markdown_(self):
         m = '\n'.join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in self.metrics.items())
-        return f"**{self.output_dir}**\n\n| metric | value |\n|---|---:|\n{m}\n\n" + str(log_table(self.log_history))
+        return f"**{self.output_dir}**\n\n| metric | value |\n|---|---:|\n{m}\n"
 
 def _resolve_deepspeed(v):
     "A DeepSpeed config path, with the bundled short names `zero2`, `zero3`, `zero3_offload` (with or without .json) resolved."
