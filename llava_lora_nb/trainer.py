@@ -365,7 +365,8 @@ class LLaVATrainer(transformers.Trainer):
         if not recs: return {}
         s = self.llava_settings
         res = evaluate(self.accelerator.unwrap_model(self.model), self.processing_class, recs, self.image_folder, template=s.version,
-                       image_aspect_ratio=s.image_aspect_ratio, batch_size=self.args.per_device_eval_batch_size, progress=False)
+                       image_aspect_ratio=s.image_aspect_ratio, batch_size=self.args.per_device_eval_batch_size,
+                       progress=not self.args.disable_tqdm and self.is_world_process_zero())
         return {f'{metric_key_prefix}_accuracy': res.summary['exact_match']}
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix='eval'):
