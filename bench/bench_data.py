@@ -90,15 +90,20 @@ def throughput(ds, coll, workers, bs=16):
     for b in dl: n += b['input_ids'].shape[0]
     return n / (time.perf_counter() - t0)
 
-def interleaved_runs(pipes, runs, baseline):
-    "Records/s of every pipeline at 0 and 2 workers, `runs` times interleaved; (all runs, medians, ours / `baseline` ratios)."
-    res = {f'{name}_w{w}': [] for w in (0, 2) for name in pipes}
+def interleaved_runs(pipes, runs, baseline,
+                     settings=(0, 2),                      # DataLoader workers; None: one setting, results keyed by name alone
+                     measure=None,                         # measure(pipe, setting) -> a rate; default `throughput(ds, coll, workers)`
+                     compared=('ours', 'ours_cached')):    # the pipelines whose ratio to `baseline` is returned
+    "Rate (records/s) of every pipeline at each setting, `runs` times interleaved; (all runs, medians, `compared` / `baseline` ratios)."
+    measure = measure or (lambda pipe, w: throughput(*pipe, w))
+    key = lambda name, w: name if w is None else f'{name}_w{w}'
+    res = {key(name, w): [] for w in settings for name in pipes}
     for r in range(runs):
-        for w in (0, 2):
-            for name, (ds, coll) in pipes.items():
-                res[f'{name}_w{w}'].append(throughput(ds, coll, w)); print(r, name, w, round(res[f'{name}_w{w}'][-1], 1), flush=True)
+        for w in settings:
+            for name, pipe in pipes.items():
+                res[key(name, w)].append(measure(pipe, w)); print(r, name, w, round(res[key(name, w)][-1], 1), flush=True)
     med = {k: median(v) for k, v in res.items()}
-    ratio = {f'{name}_w{w}': med[f'{name}_w{w}'] / med[f'{baseline}_w{w}'] for w in (0, 2) for name in ('ours', 'ours_cached')}
+    ratio = {key(name, w): med[key(name, w)] / med[key(baseline, w)] for w in settings for name in compared}
     return res, med, ratio
 
 def collapse(ids, labels, img_id):

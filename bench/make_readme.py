@@ -16,7 +16,7 @@ if m:
             f"- Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}",
             "- 1-minute load average when each benchmark started → ended (other jobs on the machine inflate absolute times;",
             "  ratios are measured with the compared sides interleaved run by run, so load changes hit both alike):"]
-    for n in ('merge', 'data', 'data_next', 'train'):
+    for n in ('merge', 'data', 'data_next', 'train', 'eval'):
         d = load(n)
         if d: out.append(f"  `{n}` {d['when']}: {d['machine']['loadavg_start'][0]:.1f} → {d['loadavg_end'][0]:.1f}"
                          + (" (quiet)" if max(d['machine']['loadavg_start'][0], d['loadavg_end'][0]) < 2.5 else " (**loaded**: treat absolute times with care)"))
@@ -163,6 +163,24 @@ if d:
                 "a process's RSS is not the 4-bit saving `estimate_memory` describes, which is GPU memory (`torch.cuda.max_memory_allocated`, section 4). "
                 "On CPU, bitsandbytes runs its 4-bit layers without GPU kernels, so QLoRA is also no faster here."]
     out += ["", "![train](train.png)", ""]
+d = load('eval')
+if d:
+    m_, r, sp, same = d['model'], d['answers_per_s_median'], d['speedup_over_bs1'], d['answers_identical_to_bs1']
+    bss = [k for k in r]
+    out += ["## 3b. Batched evaluation: `generate_answers` at batch size 1 vs " + ' and '.join(k[2:] for k in bss[1:]), "",
+            f"Command: `python bench/bench_eval.py --runs {d['runs']}`. A {m_['parameters']/1e6:.1f}M-parameter LLaVA-1.5 (Llama {m_['hidden_size']} × "
+            f"{m_['num_layers']} layers, CLIP at {m_['image_size']} px: {m_['image_tokens']} image tokens) trained for {m_['train_steps']} steps on the shapes task "
+            f"(`testing.train_a_little`, loss {m_['loss_start']:.2f} → {m_['loss_end']:.2f}), greedy answers to {d['n_questions']} held-out questions "
+            f"({d['image_questions']} with an image, the rest text-only), `max_new_tokens={d['max_new_tokens']}` (answers average {d['answer_tokens_mean']:.1f} tokens; "
+            f"exact match {d['exact_match']:.2f}). Batch size 1 is one `generate` call per question (`llava_lora_eval --batch_size 1`); larger batches are",
+            "left-padded and sorted by prompt length. The batch sizes are interleaved run by run; answers/s are medians "
+            f"({d['machine']['torch_threads']} torch thread(s)).", "",
+            "| batch size | answers/s | vs batch size 1 | answers identical to batch size 1 (every run) |", "|---|---|---|---|"]
+    for k in bss:
+        out.append(f"| {k[2:]} | {f1(r[k])} | {'—' if k == 'bs1' else f'**{sp[k]:.2f}×**'} | {same[k]} |")
+    out += ["", f"Batching answers the same questions {sp[bss[-1]]:.2f}× as fast at batch size {bss[-1][2:]} on this CPU, with the same greedy answers, which is why",
+            "`llava_lora_eval --batch_size` defaults to 8. Answers here are one or two tokens, so each call is mostly the prompt's forward pass",
+            "and Python overhead per `generate` call; a GPU, where a batch costs about what one question does, was not measured.", ""]
 out += ["## 4. GPU (LLaVA-1.5-7B-shaped, random weights, batch 16 × 2048)", "",
         "**Not run in this environment: no GPU was lent to this session.** `bench/bench_gpu.py` is written for a CUDA machine",
         "(`python bench/bench_gpu.py`; `--quick` for a small smoke run). It builds the 7B-shaped LLaVA (`llava15_config('7b')`) in bf16",

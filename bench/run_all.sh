@@ -9,5 +9,6 @@ python bench/bench_merge.py
 python bench/bench_data.py
 python bench/bench_data_next.py
 python bench/bench_train.py
+python bench/bench_eval.py
 if python -c 'import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then python bench/bench_gpu.py
 else echo "bench_gpu.py skipped: no CUDA GPU"; fi

@@ -14,8 +14,8 @@ from .prompts import LLAVA_CHAT_TEMPLATE
 __all__ = ['SYSTEM_VICUNA', 'COLOURS', 'SHAPES', 'TINY_PINPOINTS', 'COLOUR_QUESTIONS', 'SHAPE_QUESTIONS', 'tiny_tokenizer',
            'byte_level_tokenizer', 'tiny_llava_config', 'tiny_llava', 'tiny_processor', 'save_tiny_checkpoint',
            'tiny_next_config', 'tiny_next', 'tiny_next_processor', 'save_tiny_next_checkpoint', 'draw_shape',
-           'make_shapes_dataset', 'save_tiny_original_checkpoint', 'save_tiny_original_next_checkpoint',
-           'make_tiny_adapter']
+           'make_shapes_dataset', 'train_a_little', 'save_tiny_original_checkpoint',
+           'save_tiny_original_next_checkpoint', 'make_tiny_adapter']
 
 # %% ../nbs/90_testing.ipynb #bafe5b02
 SYSTEM_VICUNA = ("A chat between a curious user and an artificial intelligence assistant. "
@@ -225,6 +225,25 @@ def make_shapes_dataset(folder,                   # output folder: `images/` and
     path = folder/name
     path.write_text(json.dumps(recs, indent=1))
     return path
+
+# %% ../nbs/90_testing.ipynb #763ca81f
+def train_a_little(model, processor,
+                   data,                 # LLaVA JSON (e.g. from `make_shapes_dataset`)
+                   image_folder,         # folder its images are relative to
+                   steps:int=30,         # AdamW steps
+                   batch_size:int=8,
+                   lr:float=3e-3,
+                   seed:int=0) -> list:  # seed of the batch draw
+    "Finetune all of `model`'s weights for a few steps on `data` (template vicuna_v1); the losses. The model is left in training mode, `use_cache=False`, as a trainer leaves it."
+    from llava_lora_nb.dataset import LazySupervisedDataset, data_collator
+    ds = LazySupervisedDataset(str(data), image_folder, processor, template='vicuna_v1', model_max_length=512)
+    coll, opt, g = data_collator(ds), torch.optim.AdamW(model.parameters(), lr=lr), torch.Generator().manual_seed(seed)
+    model.train(); model.config.use_cache = False
+    losses = []
+    for _ in range(steps):
+        loss = model(**coll([ds[i] for i in torch.randint(len(ds), (batch_size,), generator=g).tolist()])).loss
+        loss.backward(); opt.step(); opt.zero_grad(); losses.append(loss.item())
+    return losses
 
 # %% ../nbs/90_testing.ipynb #8f3a2826
 def _base_tokenizer(tok):

@@ -12,9 +12,12 @@ from .core import ArgumentParser, run_cli
 from .output import OutputError, RunSettings, output_kind, is_adapter_dir, load_adapter_model
 from .generation import (_image, _record_image, generate_answer, generate_answers, normalize_answer, exact_match,
                                      heldout_questions, EvalResult, evaluate)
+_all_ = ['generate_answer', 'generate_answers', 'normalize_answer', 'exact_match', 'heldout_questions', 'EvalResult', 'evaluate']
 
 # %% auto #0
-__all__ = ['load_for_inference', 'predict', 'side_by_side', 'shown_text', 'gallery_html', 'gallery', 'predict_cli', 'eval_cli']
+__all__ = ['load_for_inference', 'predict', 'side_by_side', 'shown_text', 'gallery_html', 'gallery', 'predict_cli', 'eval_cli',
+           'generate_answer', 'generate_answers', 'normalize_answer', 'exact_match', 'heldout_questions', 'EvalResult',
+           'evaluate']
 
 # %% ../nbs/09_validate.ipynb #7c56b2ef
 def load_for_inference(model_path,          # merged checkpoint folder, or a training output folder (or its checkpoint-N)

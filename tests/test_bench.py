@@ -38,6 +38,11 @@ def test_bench_merge_quick(tmp_path):
     d = bench('bench_merge.py', tmp_path)
     assert d['summary']['targets']['outputs_identical'] is True
 
+def test_bench_eval_quick(tmp_path):
+    d = bench('bench_eval.py', tmp_path)
+    assert all(d['answers_identical_to_bs1'].values()), d['answers_identical_to_bs1']   # batched answers are the one-by-one answers
+    assert set(d['answers_per_s_median']) == {'bs1', 'bs4', 'bs8'} and set(d['speedup_over_bs1']) == {'bs4', 'bs8'}
+
 def test_bench_readme_in_sync():
     r = subprocess.run([sys.executable, str(BENCH/'make_readme.py'), '--check'], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr

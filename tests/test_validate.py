@@ -105,3 +105,19 @@ def test_eval_cli_bad_images_are_failed_rows(tiny_ckpt, shapes, tmp_path):
     assert rows[3]['answers']['model'] is not None and all(x['answers']['model'] is None for x in rows[:3])
     summary = json.loads(out.with_suffix('.summary.json').read_text())
     assert summary['model']['failed'] == 3 and summary['model']['n'] == 4
+
+
+def test_eval_cli_batch_size_gives_the_same_answers(trained, shapes, tmp_path):
+    "`llava_lora_eval --batch_size 8` (left-padded batches) writes the same rows as `--batch_size 1` (one by one), on a trained model."
+    _, heldout, folder = shapes
+    rows = {}
+    for bs in (1, 8):
+        out = tmp_path/f'bs{bs}.jsonl'
+        r = run_cli('llava_lora_eval', '--model-path', trained[1], '--data', heldout, '--image_folder', folder, '--turns', 'each',
+                    '--max_new_tokens', '6', '--batch_size', bs, '--output', out, '--quiet')
+        assert r.returncode == 0, r.stderr[-3000:]
+        rows[bs] = [json.loads(l) for l in out.read_text().splitlines()]
+    recs = json.loads(heldout.read_text())
+    assert len(rows[1]) > 32 and any('image' not in x for x in recs) and any('image' in x for x in recs)   # images, text-only, multi-turn
+    assert rows[8] == rows[1]
+    assert any(x['correct']['model'] for x in rows[1]), rows[1][:4]   # trained: answers that mean something
