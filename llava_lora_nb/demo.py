@@ -76,10 +76,10 @@ def run_demo(output_dir='demo_out',       # everything is written here
     # 4. evaluate base and finetuned (adapter on base) on held-out records
     t0 = time.time()
     bm, bp, _ = load_for_inference(base)
-    acc_base = evaluate(bm, bp, heldout_json, data, progress=not quiet).summary['exact_match']
+    acc_base = evaluate(bm, bp, heldout_json, data, progress=not quiet, batch_size=16).summary['exact_match']
     del bm
     fm, fp, _ = load_for_inference(adapter, model_base=base)
-    ev = evaluate(fm, fp, heldout_json, data, progress=not quiet)
+    ev = evaluate(fm, fp, heldout_json, data, progress=not quiet, batch_size=16)
     del fm
     (out/'heldout_results.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in ev.rows))
     report.update(accuracy_base=acc_base, accuracy_finetuned=ev.summary['exact_match'], heldout_results=str(out/'heldout_results.jsonl'))
