@@ -157,6 +157,7 @@ def evaluate(model, processor,
     "Answer every held-out question greedily and score normalised exact match."
     from llava_lora_nb.core import progress as tqdm  # tqdm.auto; a saved notebook shows the finished bar
     from llava_lora_nb.records import load_records
+    if batch_size < 1: raise ValueError(f"batch_size must be at least 1, not {batch_size}")   # before the data is read
     records = load_records(data) if isinstance(data, (str, Path)) else data
     from PIL import Image
     rows, ok = [], []

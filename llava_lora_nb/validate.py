@@ -146,6 +146,7 @@ def _eval_main(argv):
                    'the same as one by one, --batch_size 1, only faster)')
     p.add_argument('--quiet', action='store_true', help='no progress bars')
     a = p.parse_args(argv)
+    if a.batch_size < 1: p.error(f"argument --batch_size: must be at least 1, not {a.batch_size}")
     from llava_lora_nb.records import load_records
     results, records = {}, load_records(a.data)
     for name, path in [('model', a.model_path)] + ([('compare', a.compare)] if a.compare else []):

@@ -121,3 +121,7 @@ def test_eval_cli_batch_size_gives_the_same_answers(trained, shapes, tmp_path):
     assert len(rows[1]) > 32 and any('image' not in x for x in recs) and any('image' in x for x in recs)   # images, text-only, multi-turn
     assert rows[8] == rows[1]
     assert any(x['correct']['model'] for x in rows[1]), rows[1][:4]   # trained: answers that mean something
+
+def test_eval_cli_refuses_batch_size_zero(tmp_path):
+    r = run_cli('llava_lora_eval', '--model_path', tmp_path, '--data', tmp_path/'d.json', '--image_folder', tmp_path, '--batch_size', '0')
+    assert r.returncode == 2 and '--batch_size: must be at least 1, not 0' in r.stderr and 'Traceback' not in r.stderr, r.stderr
