@@ -5,7 +5,8 @@ long-tail LLaVA data — mostly one-round answers (60–120 text tokens), a tail
     (a) padded   plain `transformers.Trainer` + PEFT, our dataset and collator, random batches (padded to the longest)
     (b) grouped  our `LLaVATrainer`, modality- and length-grouped batches (`--group_by_modality_length True`)
     (c) packed   our `LLaVATrainer` on a `PackedDataset` (`--packing True`): rows of up to `model_max_length` tokens
-    (d) trl      TRL's `SFTTrainer` (assistant-only loss; TRL refuses packing and padding-free for vision data)
+    (d) trl      TRL's `SFTTrainer` (assistant-only loss; TRL refuses packing and padding-free for vision data), with its
+                 bf16 and gradient-checkpointing defaults turned off, so that it does the same float32 work
 
 Every method trains on the same records (one epoch), the same PEFT model (`load_for_training`, LoRA r=16 + projector),
 the same optimizer (fused AdamW), learning rate, schedule and per-device batch size (records for a, b, d; packed rows
@@ -169,7 +170,8 @@ def worker(method, ckpt, data, folder, bs, out):
         from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
         proc = trl_processor(processor)
         meter = Meter(DataCollatorForVisionLanguageModeling(proc, max_length=MAX_LEN, assistant_only_loss=True))
-        cfg = SFTConfig(**common, max_length=MAX_LEN, assistant_only_loss=True)
+        cfg = SFTConfig(**common, max_length=MAX_LEN, assistant_only_loss=True,
+                        bf16=False, gradient_checkpointing=False)   # SFTConfig's defaults are True: not the same work as (a)-(c)
         tr = SFTTrainer(model=model, args=cfg, train_dataset=trl_dataset(ds.records, folder), processing_class=proc, data_collator=meter,
                         callbacks=[Clock()])
     t0 = time.perf_counter(); tr.train(); total = time.perf_counter() - t0

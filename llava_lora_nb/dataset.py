@@ -222,7 +222,7 @@ def _pad_id(tok): return tok.pad_token_id if tok.pad_token_id is not None else (
 
 def data_collator(ds):  # a `LazySupervisedDataset`
     "The collator for `ds`: its tokenizer's pad id (unk/eos if none), its `model_max_length`, image blocks protected (a `PackedDataset`'s: `DataCollatorForPackedRows`)."
-    if getattr(ds, 'packed', False): return DataCollatorForPackedRows(_pad_id(ds.tokenizer))
+    if getattr(ds, 'packed', False): return DataCollatorForPackedRows(_pad_id(ds.tokenizer), ds.model_max_length, _image_token_id(ds.tokenizer))
     return DataCollatorForSupervisedDataset(_pad_id(ds.tokenizer), ds.model_max_length, _image_token_id(ds.tokenizer))
 
 # %% ../nbs/03_dataset.ipynb #94eb2d3d
@@ -572,9 +572,13 @@ class PackedDataset(torch.utils.data.Dataset):
 # %% ../nbs/03_dataset.ipynb #fd24a696
 @dataclass
 class DataCollatorForPackedRows:
-    pad_token_id:int   # the tokenizer's pad id
+    pad_token_id:int                 # the tokenizer's pad id
+    model_max_length:int = 2048      # for unpacked items (an evaluation set): padded as `DataCollatorForSupervisedDataset` does
+    image_token_id:int|None = None
     def __call__(self, rows):
         "Pad rows of a `PackedDataset` into a batch: no attention mask, the padding its own segment, images in row order."
+        if 'position_ids' not in rows[0]:   # plain records (e.g. a held-out set next to packed training): the plain collator
+            return DataCollatorForSupervisedDataset(self.pad_token_id, self.model_max_length, self.image_token_id)(rows)
         L = max(len(r['input_ids']) for r in rows)
         batch = {'input_ids': torch.full((len(rows), L), self.pad_token_id, dtype=torch.long),
                  'labels': torch.full((len(rows), L), IGNORE_INDEX, dtype=torch.long),
