@@ -212,6 +212,7 @@ def length_plot(data, folder, ckpt, bs, path):
     a1.set_xlabel('tokens per record (image tokens included)'); a1.set_ylabel('records'); a1.set_title(f'{len(ls)} long-tail records')
     a2.bar(range(3), [100 * v for v in w.values()], color=['tab:red', 'tab:orange', 'tab:green'])
     a2.set_xticks(range(3), [k.split(' (')[0] for k in w], fontsize=8); a2.set_ylabel('% of computed tokens that are padding')
+    a2.set_ylim(0, 115 * max(w.values()))
     a2.set_title(f'padding wasted (batch {bs} records; packed: rows of {MAX_LEN})', fontsize=9)
     for i, v in enumerate(w.values()): a2.text(i, 100 * v + 1, f'{100 * v:.0f}%', ha='center', fontsize=8)
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
