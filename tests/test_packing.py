@@ -98,7 +98,7 @@ class _Stop(transformers.TrainerCallback):
     def on_step_end(self, args, state, control, **kw):
         if state.global_step == 3: raise _Interrupt()
 
-def test_packing_resume_matches(tmp_path, tiny_ckpt, shapes):
+def test_packing_resume_matches(tmp_path, tiny_ckpt, shapes, capsys):
     "Interrupted after the checkpoint at step 2 and resumed: the packed run ends with the uninterrupted run's weights (same rows, same order)."
     from safetensors.torch import load_file
     from llava_lora_nb.train import parse_args, train
@@ -108,7 +108,10 @@ def test_packing_resume_matches(tmp_path, tiny_ckpt, shapes):
     train(*parse_args(argv(tmp_path/'full')), verbose=False)
     with pytest.raises(_Interrupt): train(*parse_args(argv(tmp_path/'cut')), callbacks=[_Stop()], verbose=False)
     assert (tmp_path/'cut'/'checkpoint-2').exists() and not (tmp_path/'cut'/'checkpoint-4').exists()
-    train(*parse_args(argv(tmp_path/'cut')), verbose=False)
+    capsys.readouterr()
+    train(*parse_args(argv(tmp_path/'cut')), verbose=True)
+    said = capsys.readouterr().out
+    assert f"resuming from {tmp_path/'cut'/'checkpoint-2'}" in said and 'packing: PackedDataset(96 records in ' in said, said[-2000:]
     a, b = (load_file(str(tmp_path/d/'adapter_model.safetensors')) for d in ('full', 'cut'))
     assert a.keys() == b.keys()
     for k in a: torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6, msg=k)
