@@ -16,7 +16,7 @@ if m:
             f"- Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}",
             "- 1-minute load average when each benchmark started → ended (other jobs on the machine inflate absolute times;",
             "  ratios are measured with the compared sides interleaved run by run, so load changes hit both alike):"]
-    for n in ('merge', 'data', 'data_next', 'train', 'eval'):
+    for n in ('merge', 'data', 'data_next', 'train', 'eval', 'packing'):
         d = load(n)
         if d: out.append(f"  `{n}` {d['when']}: {d['machine']['loadavg_start'][0]:.1f} → {d['loadavg_end'][0]:.1f}"
                          + (" (quiet)" if max(d['machine']['loadavg_start'][0], d['loadavg_end'][0]) < 2.5 else " (**loaded**: treat absolute times with care)"))
@@ -160,7 +160,7 @@ if d:
                 "the framework's own buffers. QLoRA measures "
                 f"{'more' if ws['qlora'] > ws['lora'] else 'less'} than LoRA on this CPU ({ws['qlora']:.0f} vs {ws['lora']:.0f} MiB) although its "
                 f"weights are estimated at {sm['qlora']['estimate_mib (no activations)']['weights']:.0f} instead of {sm['lora']['estimate_mib (no activations)']['weights']:.0f} MiB: "
-                "a process's RSS is not the 4-bit saving `estimate_memory` describes, which is GPU memory (`torch.cuda.max_memory_allocated`, section 4). "
+                "a process's RSS is not the 4-bit saving `estimate_memory` describes, which is GPU memory (`torch.cuda.max_memory_allocated`, section 5). "
                 "On CPU, bitsandbytes runs its 4-bit layers without GPU kernels, so QLoRA is also no faster here."]
     out += ["", "![train](train.png)", ""]
 d = load('eval')
@@ -181,11 +181,68 @@ if d:
     out += ["", f"Batching answers the same questions {sp[bss[-1]]:.2f}× as fast at batch size {bss[-1][2:]} on this CPU, with the same greedy answers, which is why",
             "`llava_lora_eval --batch_size` defaults to 8. Answers here are one or two tokens, so each call is mostly the prompt's forward pass",
             "and Python overhead per `generate` call; a GPU, where a batch costs about what one question does, was not measured.", ""]
-out += ["## 4. GPU (LLaVA-1.5-7B-shaped, random weights, batch 16 × 2048)", "",
+d = load('packing')
+if d:
+    names = {'padded': '(a) padded: `transformers.Trainer` + PEFT', 'grouped': '(b) ours, modality-grouped', 'packed': '(c) **ours, packed** (`--packing True`)',
+             'trl': "(d) TRL `SFTTrainer`"}
+    L, lv, g = d['lengths']['lengths'], d['labels_vs_trl'], d['goals']
+    out += ["## 4. Packing: padded vs modality-grouped vs packed vs TRL's SFTTrainer", "",
+            f"Command: `python bench/bench_packing.py --runs {d['runs']}` (TRL from the `bench` extra: `pip install -e \".[bench]\"`). "
+            f"{d['records']} generated long-tail records: ~85% one round of 60–120 text tokens, ~15% multi-turn (2–12 rounds, 250–1,500 tokens), ~10% text-only;",
+            f"tokens per record {L['min']}–{L['max']} (median {L['median']:.0f}, p90 {L['p90']:.0f}; the tiny processor's 16 image tokens included). "
+            f"One epoch of LoRA (r=16 + projector, float32, CPU) per run, `model_max_length` {d['model_max_length']}, the same",
+            f"model, optimizer (fused AdamW), learning rate and schedule; batch {d['batch_size']} records for (a), (b), (d); (c) one packed row of up to "
+            f"{d['model_max_length']} tokens per step. Each run in a fresh process, the four methods interleaved run by run.",
+            "Supervised tokens/s: supervised (shifted-label) tokens of steps 2…N ÷ their wall time (data loading between steps included), median over runs;",
+            "padding: padded tokens ÷ all tokens the model computed; peak RSS of the run's process.", ""]
+    for size, r in d['sizes'].items():
+        m = r['median']
+        out += [f"**{size}** ({r['params']/1e6:.1f}M parameters):", "",
+                "| method | supervised tokens/s | vs (a) | per run | padding | records / step | tokens / step | steps | peak RSS (MiB) | load (1-min, per run) |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
+        for k, x in m.items():
+            out.append(f"| {names.get(k, k)} | {x['sup_tokens_per_s']:.0f} | {x['vs_padded']:.2f}× | {', '.join(f'{v:.0f}' for v in r['sup_tokens_per_s_per_run'][k])} | "
+                       f"{100 * x['padding_fraction']:.0f}% | {x['records_per_step']:.1f} | {x['tokens_per_step']:.0f} | {x['steps']} | {x['peak_rss_mib']:.0f} | "
+                       f"{', '.join(f'{l[0]:.1f}' for l in r['loadavg_per_run'][k])} |")
+        out.append("")
+    if g.get('packed_over_padded') is not None:
+        out.append(f"- **Goal ≥1.4× padded at the larger size ({g['size']}): {'met' if g['packed_at_least_1.4x_padded'] else 'MISSED'}** — packed rows reach "
+                   f"{g['packed_over_padded']:.2f}× the supervised tokens/s of padded batches" + (f", {g['packed_over_trl']:.2f}× TRL's `SFTTrainer`." if g.get('packed_over_trl') else "."))
+    for size, r in d['sizes'].items():
+        pr = r['sup_tokens_per_s_per_run']
+        spread = max(100 * (max(v) / min(v) - 1) for v in pr.values())
+        m = r['median']
+        if 'grouped' in m and 'padded' in m:
+            out.append(f"- {size}: (b) ÷ (a) = {m['grouped']['vs_padded']:.2f}× while runs of one and the same method differ by up to {spread:.0f}% "
+                       f"(2-core VM shared with other jobs, loads above): (b) without packing is {'within' if abs(m['grouped']['vs_padded'] - 1) * 100 <= spread else 'OUTSIDE'} the noise of (a); its modality grouping sorts by "
+                       "length only inside a megabatch of (processes × batch) records, so on one process it removes little padding. The step's own "
+                       "overhead against the plain Trainer is measured in isolation in section 3.")
+        if 'trl' in m and 'padded' in m and m['trl']['final_loss'] is not None:
+            out.append(f"- {size}: (d) trains the very batches of (a) — final loss {m['trl']['final_loss']:.4f} vs {m['padded']['final_loss']:.4f} — at "
+                       f"{m['trl']['vs_padded']:.2f}× its speed; packed rows are {m['packed']['sup_tokens_per_s'] / m['trl']['sup_tokens_per_s']:.2f}× TRL's "
+                       f"supervised tokens/s with {m['packed']['peak_rss_mib'] / m['trl']['peak_rss_mib']:.2f}× its peak RSS.")
+    if lv:
+        out.append(f"- **TRL's labels vs ours:** over all {lv['records']} records, `input_ids` equal in {lv['ids_equal']} and labels (the supervised tokens) equal in "
+                   f"{lv['labels_equal']} ({lv['supervised_tokens_ours']} vs {lv['supervised_tokens_trl']} supervised tokens). TRL renders with the processor's chat template "
+                   "and masks with `assistant_only_loss`; the tiny processor's llava-hf template is not vicuna_v1, so it was given a vicuna_v1 chat template with "
+                   "`{% generation %}` markers around \" answer</s>\" (`VICUNA_CHAT_TEMPLATE` in the script) and a space after `<s>` (our tokenizer's prefix space, which "
+                   "`apply_chat_template(..., add_special_tokens=False)` does not add). Decoded, both supervise e.g. "
+                   f"`{lv['decoded_example']['ours'][-60:]!r}`.")
+    out += ["- Scale: the image records here carry the tiny processor's 16 image tokens; LLaVA-1.5's 576 make every image record long and the",
+            "  lengths more alike, so the same text mix wastes less padding and packing gains less (see the tutorial's \"when it does not help\").",
+            "  The two sizes are small because the whole benchmark has to run on 2 shared CPU cores; `bench_gpu.py` has the packed variant at 7B shape."]
+    out += ["- TRL refuses `packing` and `padding_free` for vision datasets (`SFTTrainer`: \"Packing is not supported for vision datasets\"), so (d) pads like (a);",
+            "  its collator tokenizes and processes images per batch (inside the timed steps), and it logs token accuracy and entropy each step.",
+            "  `SFTConfig` defaults to `bf16=True` (autocast, also on CPU) and `gradient_checkpointing=True`; both are set to False here so that",
+            "  (d) does the same float32 work as (a)–(c) on the same batches (its padding and tokens per step equal (a)'s: the same sampler and seed).",
+            "- Equal losses: packing changes no record's loss (`tests/test_packing.py`, `nbs/03_dataset.ipynb`); the final losses differ between methods only",
+            "  because the optimizer steps see different groupings of records.", "", "![packing](packing.png)", ""]
+out += ["## 5. GPU (LLaVA-1.5-7B-shaped, random weights, batch 16 × 2048)", "",
         "**Not run in this environment: no GPU was lent to this session.** `bench/bench_gpu.py` is written for a CUDA machine",
         "(`python bench/bench_gpu.py`; `--quick` for a small smoke run). It builds the 7B-shaped LLaVA (`llava15_config('7b')`) in bf16",
         "on the GPU, LoRA r=128 (QLoRA: NF4 + double quant base), gradient checkpointing, and reports seconds/step, tokens/s,",
-        "peak `torch.cuda.max_memory_allocated`, FLOPs/token (6·N_LM + 12·L·H·S + vision forward) and MFU against the GPU's bf16 dense peak.", ""]
+        "peak `torch.cuda.max_memory_allocated`, FLOPs/token (6·N_LM + 12·L·H·S + vision forward) and MFU against the GPU's bf16 dense peak;",
+        "`lora_packed`: the same rows holding two 1,024-token records each, as `--packing True` lays them out (flash-attention varlen if installed).", ""]
 d = load('gpu')
 if d: out += ["```", json.dumps(d['results'], indent=1), "```", ""]
 text = '\n'.join(out) + '\n'

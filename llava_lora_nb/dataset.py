@@ -5,6 +5,7 @@
 # %% ../nbs/03_dataset.ipynb #c90626cd
 from __future__ import annotations
 import hashlib, json, os, re, sys, time
+from bisect import bisect_left, insort
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -19,7 +20,8 @@ from .prompts import (IGNORE_INDEX, image_truncation, TEMPLATES, get_template, t
 # %% auto #0
 __all__ = ['CACHE_VERSION', 'validate_records', 'LazySupervisedDataset', 'DataCollatorForSupervisedDataset', 'data_collator',
            'tokenizer_fingerprint', 'PreprocessedCache', 'validate_or_raise', 'check_parser', 'check_cli',
-           'show_record', 'token_lengths', 'plot_token_lengths']
+           'show_record', 'token_lengths', 'plot_token_lengths', 'pack_records', 'record_token_lengths',
+           'PackedDataset', 'DataCollatorForPackedRows', 'per_record_losses']
 
 # %% ../nbs/03_dataset.ipynb #feafa824
 def _image_problems(jobs,            # `(index, id, path)` of the records whose image to decode
@@ -219,7 +221,8 @@ class DataCollatorForSupervisedDataset:
 def _pad_id(tok): return tok.pad_token_id if tok.pad_token_id is not None else (tok.unk_token_id if tok.unk_token_id is not None else tok.eos_token_id)
 
 def data_collator(ds):  # a `LazySupervisedDataset`
-    "The collator for `ds`: its tokenizer's pad id (unk/eos if none), its `model_max_length`, image blocks protected."
+    "The collator for `ds`: its tokenizer's pad id (unk/eos if none), its `model_max_length`, image blocks protected (a `PackedDataset`'s: `DataCollatorForPackedRows`)."
+    if getattr(ds, 'packed', False): return DataCollatorForPackedRows(_pad_id(ds.tokenizer), ds.model_max_length, _image_token_id(ds.tokenizer))
     return DataCollatorForSupervisedDataset(_pad_id(ds.tokenizer), ds.model_max_length, _image_token_id(ds.tokenizer))
 
 # %% ../nbs/03_dataset.ipynb #94eb2d3d
@@ -501,3 +504,109 @@ def plot_token_lengths(ds, model_max_length:int=None, ax=None, bins:int=30):  # 
     if mml and mml < max(ls) * 1.5: ax.axvline(mml, color='tab:red', ls='--', label=f'model_max_length {mml}'); ax.legend()
     ax.set_xlabel('tokens per record'); ax.set_ylabel('records')
     return ax
+
+# %% ../nbs/03_dataset.ipynb #2bcb978b
+def pack_records(lengths:list,            # token length of every record (longer than `max_length`: truncated to it)
+                 max_length:int,          # tokens per row (`model_max_length`)
+                 modalities:list=None,    # per record, whether it has an image: rows never mix the two (None: one kind)
+                 seed:int=0):             # orders records of equal length; the rows depend on `lengths` and `seed` only
+    "Best-fit decreasing bin packing: lists of record indices (ascending), each of total length at most `max_length`."
+    lengths = [min(int(l), max_length) for l in lengths]
+    groups = {}
+    for i, m in enumerate(modalities if modalities is not None else [False] * len(lengths)): groups.setdefault(bool(m), []).append(i)
+    rank = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed)).tolist()
+    rows = []
+    for m in sorted(groups, reverse=True):   # image rows first, then text-only rows
+        own, caps, free = [], [], {}          # rows; sorted distinct free capacities; capacity -> rows with it
+        for i in sorted(groups[m], key=lambda i: (-lengths[i], rank[i])):
+            L = lengths[i]; k = bisect_left(caps, L)
+            if k == len(caps): b, c = len(own), max_length; own.append([])   # fits nowhere: a new row
+            else:
+                c = caps[k]; b = free[c].pop()
+                if not free[c]: del free[c]; caps.pop(k)
+            own[b].append(i); c -= L
+            if c not in free: free[c] = []; insort(caps, c)
+            free[c].append(b)
+        rows += [sorted(r) for r in own]
+    return rows
+
+# %% ../nbs/03_dataset.ipynb #ebb8de0d
+def record_token_lengths(ds, progress:bool=False):  # a `LazySupervisedDataset`
+    "Exact token length of every record of `ds`: from its preprocessing cache when it has one, else tokenized (no image opened)."
+    if getattr(ds, 'cache', None) is not None: return np.diff(ds.cache.arrays()['offsets']).tolist()
+    return token_lengths(ds, progress=progress)
+
+class PackedDataset(torch.utils.data.Dataset):
+    "Rows of up to `max_length` tokens, each several records of `ds` end to end, with `position_ids` restarting at every record."
+    packed = True
+    def __init__(self, ds,                    # a `LazySupervisedDataset`
+                 max_length:int=None,         # tokens per row (default: `ds.model_max_length`)
+                 seed:int=0,                  # `pack_records`' seed
+                 lengths:list=None,           # the records' exact token lengths, if known (default: `record_token_lengths`)
+                 progress:bool=False):        # a progress bar while records are tokenized
+        self.ds, self.seed, self.max_length = ds, seed, max_length or ds.model_max_length
+        self.record_lengths = [min(int(l), self.max_length) for l in (lengths if lengths is not None else record_token_lengths(ds, progress))]
+        self.has_image = ['image' in r for r in ds.records]
+        self.rows = pack_records(self.record_lengths, self.max_length, self.has_image, seed)
+    def __len__(self): return len(self.rows)
+    def __repr__(self): return f"PackedDataset({len(self.ds)} records in {len(self.rows)} rows of up to {self.max_length} tokens)"
+    @property
+    def tokenizer(self): return self.ds.tokenizer
+    @property
+    def model_max_length(self): return self.max_length
+    @property
+    def lengths(self): return [sum(self.record_lengths[i] for i in r) for r in self.rows]
+    @property
+    def modality_lengths(self): return [l if self.has_image[r[0]] else -l for l, r in zip(self.lengths, self.rows)]
+    def __getitem__(self, j):
+        ids, labels, pos, pv, sizes = [], [], [], [], []
+        for i in self.rows[j]:
+            x = self.ds[i]
+            n = min(len(x['input_ids']), self.max_length)
+            l = x['labels'][:n].clone(); l[0] = IGNORE_INDEX   # never a target, as position 0 of an unpacked row: nothing is predicted across records
+            ids.append(x['input_ids'][:n]); labels.append(l); pos.append(torch.arange(n))
+            if x.get('pixel_values') is not None: pv.append(x['pixel_values']); sizes.append(x.get('image_sizes'))
+        return {'input_ids': torch.cat(ids), 'labels': torch.cat(labels), 'position_ids': torch.cat(pos),
+                'pixel_values': pv, 'image_sizes': sizes}   # images in the order of their records in the row
+
+# %% ../nbs/03_dataset.ipynb #fd24a696
+@dataclass
+class DataCollatorForPackedRows:
+    pad_token_id:int                 # the tokenizer's pad id
+    model_max_length:int = 2048      # for unpacked items (an evaluation set): padded as `DataCollatorForSupervisedDataset` does
+    image_token_id:int|None = None
+    def __call__(self, rows):
+        "Pad rows of a `PackedDataset` into a batch: no attention mask, the padding its own segment, images in row order."
+        if 'position_ids' not in rows[0]:   # plain records (e.g. a held-out set next to packed training): the plain collator
+            return DataCollatorForSupervisedDataset(self.pad_token_id, self.model_max_length, self.image_token_id)(rows)
+        L = max(len(r['input_ids']) for r in rows)
+        batch = {'input_ids': torch.full((len(rows), L), self.pad_token_id, dtype=torch.long),
+                 'labels': torch.full((len(rows), L), IGNORE_INDEX, dtype=torch.long),
+                 'position_ids': torch.zeros(len(rows), L, dtype=torch.long)}
+        for k, r in enumerate(rows):
+            n = len(r['input_ids'])
+            batch['input_ids'][k, :n] = r['input_ids']; batch['labels'][k, :n] = r['labels']
+            batch['position_ids'][k, :n] = r['position_ids']; batch['position_ids'][k, n:] = torch.arange(L - n)
+        pv = [p for r in rows for p in r['pixel_values']]
+        if pv and pv[0].dim() == 4:   # LLaVA-NeXT: base image + tiles, zero-padded to the batch's most tiles
+            n = max(len(p) for p in pv)
+            batch['pixel_values'] = torch.stack([torch.cat([p, p.new_zeros(n - len(p), *p.shape[1:])]) for p in pv])
+            batch['image_sizes'] = torch.stack([s for r in rows for s in r['image_sizes']])
+        elif pv: batch['pixel_values'] = torch.stack(pv)
+        batch['use_cache'] = False   # with a cache, transformers does not derive the block-diagonal mask from position_ids
+        return batch
+
+# %% ../nbs/03_dataset.ipynb #e19492e3
+def per_record_losses(logits,     # `(rows, length, vocab)` from the model
+                      labels,     # `(rows, length)` labels of the batch
+                      position_ids=None): # packed batches: a record starts where its position is 0 (None: one record per row)
+    "Mean cross-entropy of every record with a supervised token, in batch order (a packed row's records left to right)."
+    ce = torch.nn.functional.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels[:, 1:].flatten(), reduction='none',
+                                           ignore_index=IGNORE_INDEX).view(len(labels), -1)
+    sup, out = labels[:, 1:] != IGNORE_INDEX, []
+    for k in range(len(labels)):
+        starts = (position_ids[k] == 0).nonzero().flatten().tolist() if position_ids is not None else [0]
+        for s, e in zip(starts, starts[1:] + [labels.shape[1]]):
+            m = sup[k, s:e - 1]   # targets of positions s..e-2: the tokens s+1..e-1 of this record
+            if m.any(): out.append(ce[k, s:e - 1][m].mean())
+    return torch.stack(out)

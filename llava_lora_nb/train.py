@@ -399,6 +399,11 @@ def _train(model_args, data_args, training_args, callbacks=None, verbose=True):
         image_aspect_ratio=data_args.image_aspect_ratio)
     tok = processor.tokenizer
     aspect = 'anyres' if dataset.anyres else data_args.image_aspect_ratio   # LLaVA-NeXT: its processor's any-resolution, whatever the flag
+    if data_args.packing:   # rows of several records (position_ids restart per record): the same rows on every process and at resume
+        from llava_lora_nb.dataset import PackedDataset
+        dataset = PackedDataset(dataset, seed=training_args.data_seed if training_args.data_seed is not None else training_args.seed,
+                                progress=main and not training_args.disable_tqdm)
+        say(f"llava_lora_train: packing: {dataset!r}")
     llava_settings = RunSettings(model_args.model_name_or_path, model_args.version, aspect,
                                  training_args.model_max_length, settings.to_dict(), settings.method,
                                  base_fingerprint(model_args.model_name_or_path, cache_dir=training_args.cache_dir),

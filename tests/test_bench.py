@@ -34,6 +34,16 @@ def test_bench_train_quick(tmp_path):
     assert {'lora', 'qlora', 'full'} <= set(r['methods'])
     assert all(l == l for l in r['final_loss'].values())   # finite, not NaN
 
+def test_bench_packing_quick(tmp_path):
+    "Packed rows carry no padding and the same supervised tokens as padded batches; with TRL installed, its labels are ours."
+    try: import trl; methods = 'padded,grouped,packed,trl'
+    except ImportError: methods = 'padded,grouped,packed'   # TRL is the `bench` extra, not part of CI's install
+    d = bench('bench_packing.py', tmp_path, '--methods', methods)
+    m = d['sizes']['tiny']['median']
+    assert m['packed']['padding_fraction'] == 0 < m['padded']['padding_fraction']
+    assert len({x['supervised_tokens'] for x in m.values()}) == 1   # every method trains on the same supervised tokens
+    if 'trl' in m: assert d['labels_vs_trl']['labels_equal'] == d['labels_vs_trl']['ids_equal'] == d['labels_vs_trl']['records']
+
 def test_bench_merge_quick(tmp_path):
     d = bench('bench_merge.py', tmp_path)
     assert d['summary']['targets']['outputs_identical'] is True
