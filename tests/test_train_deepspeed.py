@@ -155,12 +155,10 @@ def _worker(argv):
                 'deepspeed_stage': ds.config['zero_optimization']['stage'] if ds else None,
                 'ds_gradient_clipping': ds.config.get('gradient_clipping') if ds else None, 'clip_grad': getattr(self, 'clip_grad', None)}))
     if os.environ.get('LLAVA_TEST_VIA_CLI'):   # the console script's path, with the digest callback added to its train()
-        train = T.train
-        T.train = lambda *a, **k: train(*a, callbacks=[Digest()], **k)
+        train = T._train   # what train() and the console script both call
+        T._train = lambda *a, **k: train(*a, callbacks=[Digest()], **k)
         T.train_cli(argv)
     else: T.train(*T.parse_args(argv), callbacks=[Digest()])
-
-if __name__ == '__main__': _worker(sys.argv[1:])
 
 def test_zero3_validation_and_best_model(tmp_path, tiny_ckpt, shapes):
     """Issue 18 under ZeRO-3: a validation loss and batched exact-match answers every --eval_steps while the weights are
@@ -184,3 +182,5 @@ def test_zero3_validation_and_best_model(tmp_path, tiny_ckpt, shapes):
         assert all(torch.equal(saved[k], best[k]) for k in best), f
         assert any(not torch.equal(saved[k], last[k]) for k in last), f
     _check_folder(out, tiny_ckpt)
+
+if __name__ == '__main__': _worker(sys.argv[1:])
