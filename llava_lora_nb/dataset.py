@@ -38,7 +38,7 @@ def _image_problems(jobs,            # `(index, id, path)` of the records whose 
         if progress:
             from llava_lora_nb.core import progress as tqdm  # tqdm.auto; a saved notebook shows the finished bar
             it = tqdm(it, total=len(paths), desc='decoding images')
-        errs = dict(zip(paths, it))
+        errs = dict(zip(paths, list(it)))   # the whole iterator: the bar closes at 100%
     return [Problem(i, rid, 'image', errs[p]) for i, rid, p in jobs if errs[p]]
 
 # %% ../nbs/03_dataset.ipynb #a3bbec9e

@@ -313,7 +313,7 @@ def merge_lora(adapter_dir,                 # training output folder (adapter_co
         settings = RunSettings.read(adapter_dir)
         settings.merged_from = {'adapter': str(adapter_dir), 'model_base': str(model_base), 'streaming': streaming}
         settings.write(tmp)
-        write_model_card(tmp, kind='merged')   # README.md for the Hub, inside the staged folder
+        write_model_card(tmp, kind='merged', name=out.name)   # README.md for the Hub, inside the staged folder, named as the final one
     return MergeReport(str(out), streaming, str(dtype).removeprefix('torch.'), time.time() - t0, err, MERGE_TOLERANCE.get(dtype, 1e-2))
 
 # %% ../nbs/08_merge.ipynb #c81721ba

@@ -400,9 +400,11 @@ def _fmt(v): return f"{v:.4g}" if isinstance(v, float) and v != round(v, 4) else
 
 def model_card(folder,        # a training output (adapter, projector) or a merged / full checkpoint folder
                kind:str|None=None, # 'adapter', 'projector', 'merged' or 'full' (a fully finetuned checkpoint); default: from the folder's files
+               name:str|None=None, # the folder's name in the card (default: `folder`'s; a staged folder passes its final name)
               )->str:
     "The Hugging Face Hub `README.md` of `folder`: YAML header (base_model, library_name, pipeline_tag, tags) and a body from its recorded settings and trainer state."
     d = Path(folder)
+    name = name or d.resolve().name
     s = RunSettings.read(d)
     kind = kind or {'lora': 'adapter', 'projector': 'projector'}.get(output_kind(d), 'merged' if s.merged_from or s.trained != 'full' else 'full')
     if kind not in _KIND_LIBRARY: raise ValueError(f"kind={kind!r}: use 'adapter', 'projector', 'merged' or 'full'")
@@ -413,7 +415,7 @@ def model_card(folder,        # a training output (adapter, projector) or a merg
     lines = ['---'] + [f"{k}: {json.dumps(v)}" for k, v in head.items()] + ['---', '']
     what = {'adapter': f"{ {'lora': 'LoRA', 'qlora': 'QLoRA'}.get(method, method)} adapter", 'projector': 'projector (mm_projector.bin)',
             'merged': 'merged checkpoint', 'full': 'fully finetuned checkpoint'}[kind]
-    lines += [f"# {d.resolve().name}", '', f"A {what} of a LLaVA-{fam.name.replace('next', 'NeXT')} model (`{fam.model_class}`), "
+    lines += [f"# {name}", '', f"A {what} of a LLaVA-{fam.name.replace('next', 'NeXT')} model (`{fam.model_class}`), "
               f"trained with llava_lora_nb from base `{base}`." + 
               (f" Merged from the adapter `{s.merged_from.get('adapter')}` into `{s.merged_from.get('model_base')}`." if s.merged_from else ''), '']
     rows = [('training method', method), ('template (`--version`)', s.version), ('model_max_length', s.model_max_length),
@@ -432,27 +434,32 @@ def model_card(folder,        # a training output (adapter, projector) or a merg
     if st.get('global_step') is not None: rows.append(('steps', st['global_step']))
     losses = [r['loss'] for r in hist if 'loss' in r]
     if losses: rows.append(('final training loss', losses[-1]))
-    if hist and 'train_loss' in hist[-1]: rows.append(('mean training loss', hist[-1]['train_loss']))
+    tl = next((r['train_loss'] for r in reversed(hist) if 'train_loss' in r), None)
+    if tl is not None: rows.append(('mean training loss', tl))
+    if (s.data or {}).get('load_best_model_at_end') and st.get('best_model_checkpoint'):   # the saved weights are that step's
+        rows.append(('weights from (`--load_best_model_at_end`)', f"`{Path(st['best_model_checkpoint']).name}` (best validation metric {_fmt(st.get('best_metric'))})"))
     evals = {k: v for r in hist for k, v in r.items() if k.startswith('eval_') and isinstance(v, (int, float)) and not k.endswith(('_runtime', 'per_second'))}
-    names = {'eval_loss': 'validation loss (eval_loss)', 'eval_accuracy': 'validation exact match (eval_accuracy)'}
+    n_gen = dd.get('eval_generate_records')
+    names = {'eval_loss': 'validation loss (eval_loss)',
+             'eval_accuracy': 'validation exact match (eval_accuracy' + (f", on {n_gen} of them)" if n_gen and n_gen != dd.get('eval_records') else ')')}
     rows += sorted((names.get(k, k), v) for k, v in evals.items())
     lines += ['## Training', '', '| setting | value |', '|---|---|'] + [f"| {k} | {_fmt(v)} |" for k, v in rows if v is not None] + ['']
     lines += ['## How to load', '', '```python']
     if kind in ('merged', 'full'):
-        lines += [f"from transformers import {fam.model_class}, AutoProcessor", f"model = {fam.model_class}.from_pretrained({str(d.resolve().name)!r})",
-                  f"processor = AutoProcessor.from_pretrained({str(d.resolve().name)!r})"]
+        lines += [f"from transformers import {fam.model_class}, AutoProcessor", f"model = {fam.model_class}.from_pretrained({name!r})",
+                  f"processor = AutoProcessor.from_pretrained({name!r})"]
     elif kind == 'adapter':
         lines += [f"from transformers import {fam.model_class}, AutoProcessor", "from peft import PeftModel",
-                  f"base = {fam.model_class}.from_pretrained({base!r})", f"model = PeftModel.from_pretrained(base, {d.resolve().name!r})",
+                  f"base = {fam.model_class}.from_pretrained({base!r})", f"model = PeftModel.from_pretrained(base, {name!r})",
                   f"processor = AutoProcessor.from_pretrained({base!r})", "# the projector (non_lora_trainables) too, in one call:",
                   "from llava_lora_nb.output import load_adapter_model",
-                  f"model, processor, settings = load_adapter_model({d.resolve().name!r})"]
+                  f"model, processor, settings = load_adapter_model({name!r})"]
     else:
-        lines += ["from llava_lora_nb.output import load_adapter_model", f"model, processor, settings = load_adapter_model({d.resolve().name!r})"]
+        lines += ["from llava_lora_nb.output import load_adapter_model", f"model, processor, settings = load_adapter_model({name!r})"]
     lines += ['```', '', f"Prompt with the `{s.version}` template (`llava_lora_nb.prompts`).", '']
     return '\n'.join(lines)
 
-def write_model_card(folder, kind:str|None=None) -> Path:
-    "Write `model_card(folder, kind)` as `folder/README.md`; returns its path."
+def write_model_card(folder, kind:str|None=None, name:str|None=None) -> Path:
+    "Write `model_card(folder, kind, name)` as `folder/README.md`; returns its path."
     f = Path(folder)/README_NAME
-    f.write_text(model_card(folder, kind)); return f
+    f.write_text(model_card(folder, kind, name)); return f

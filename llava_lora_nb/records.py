@@ -276,6 +276,8 @@ def split_by_id(records:list,       # LLaVA records, each with an `id`
     "`(train, validation)`: the records whose hashed `id` is smallest are held out, in their original order on both sides."
     import hashlib
     n = len(records)
+    if val_size >= 1 and val_size != int(val_size):
+        raise ValueError(f"val_size={val_size}: pass a share in (0, 1) or a whole number of records from 1 to {n - 1}")
     k = int(val_size) if val_size >= 1 else round(val_size * n)
     if val_size <= 0 or k < 1 or k >= n:
         raise ValueError(f"val_size={val_size} holds out {k} of {n} records: pass a share in (0, 1) or a number from 1 to {n - 1}")

@@ -75,13 +75,17 @@ class TrainingArguments(transformers.TrainingArguments, LoraFlags):
     warmup_ratio: float|None = field(default=None, metadata={'help': 'old name of a fractional --warmup_steps (share of the total steps)'})
     eval_generate: bool = field(default=False, metadata={'help': 'at each evaluation also answer the held-out questions by batched greedy '
                                 'generation and log exact-match accuracy (eval_accuracy)'})
-    eval_max_records: int = field(default=64, metadata={'help': 'with --eval_generate: at most this many held-out records are answered'})
+    eval_max_records: int = field(default=64, metadata={'help': 'with --eval_generate: at most this many held-out records are answered '
+                                  '(the first ones; 0: all)'})
 
     def __post_init__(self):
         self.check_lora_flags()
         check_deepspeed_config(self.deepspeed, self.learning_rate, self.mm_projector_lr)   # at parse time, once
         if self.evaluation_strategy is not None: self.eval_strategy = self.evaluation_strategy
         if self.warmup_ratio is not None: self.warmup_steps = self.warmup_ratio
+        if self.load_best_model_at_end and self.save_strategy == 'no':
+            raise ValueError("--load_best_model_at_end True needs checkpoints to choose from: drop --save_strategy no (checkpoints "
+                             "every --save_steps), or drop --load_best_model_at_end")
         if self.load_best_model_at_end and self.eval_strategy in ('no', None):
             self.eval_strategy = self.save_strategy   # evaluate when a checkpoint is written (the Trainer's requirement)
             if self.eval_steps is None: self.eval_steps = self.save_steps
@@ -332,11 +336,17 @@ def _held_out(data_args, processor, training_args, template, main, say):
         except ValueError as e: raise ValueError(f"--val_size: {e}") from None
         say(f"llava_lora_train: validation: {len(held)} of {len(records) + len(held)} records held out by record id (--val_size {data_args.val_size})")
     if held is None:
+        if a.load_best_model_at_end:
+            raise ValueError("--load_best_model_at_end True: there is nothing to evaluate on: pass --eval_data_path (a held-out file) "
+                             "or --val_size (a share of --data_path), or drop the flag")
         if a.eval_strategy != 'no':
             raise ValueError(f"--eval_strategy {a.eval_strategy.value}: there is nothing to evaluate on: pass --eval_data_path (a held-out "
                              "file) or --val_size (a share of --data_path), or drop the flag")
         if a.eval_generate: raise ValueError("--eval_generate True needs held-out data: pass --eval_data_path or --val_size")
+        if a.eval_steps is not None: say(f"llava_lora_train: note: --eval_steps {a.eval_steps} is not used: there is no held-out data (--eval_data_path or --val_size)")
         return records, None
+    if a.load_best_model_at_end:
+        say(f"llava_lora_train: note: --load_best_model_at_end: evaluating at every checkpoint (--save_steps {a.save_steps}, --eval_steps {a.eval_steps})")
     if a.eval_strategy == 'no':   # held-out data given: evaluate every --eval_steps
         from transformers.trainer_utils import IntervalStrategy
         a.eval_strategy, a.do_eval = IntervalStrategy.STEPS, True
@@ -345,10 +355,13 @@ def _held_out(data_args, processor, training_args, template, main, say):
             say("llava_lora_train: note: evaluating every 10% of the training steps (--eval_steps 0.1); pass --eval_steps N to change")
     return records, held
 
-def _data_summary(data_args, records, held)->dict:
-    "What `RunSettings.data` records: the files, how many records trained and were held out."
+def _data_summary(data_args, records, held, training_args)->dict:
+    "What `RunSettings.data` records: the files, how many records trained and were held out (and answered), whether the best step was kept."
+    a, n = training_args, len(held or [])
     return dict(data_path=str(data_args.data_path), train_records=len(records), train_with_image=sum('image' in r for r in records),
-                eval_records=len(held or []), eval_data_path=data_args.eval_data_path, val_size=data_args.val_size or None)
+                eval_records=n, eval_data_path=data_args.eval_data_path, val_size=data_args.val_size or None,
+                eval_generate_records=min(n, a.eval_max_records or n) if a.eval_generate and n else None,
+                load_best_model_at_end=bool(a.load_best_model_at_end))
 
 def _train(model_args, data_args, training_args, callbacks=None, verbose=True):
     "`train`, returning `(output folder, trainer)`."
@@ -407,7 +420,7 @@ def _train(model_args, data_args, training_args, callbacks=None, verbose=True):
     llava_settings = RunSettings(model_args.model_name_or_path, model_args.version, aspect,
                                  training_args.model_max_length, settings.to_dict(), settings.method,
                                  base_fingerprint(model_args.model_name_or_path, cache_dir=training_args.cache_dir),
-                                 data=_data_summary(data_args, records, eval_records))
+                                 data=_data_summary(data_args, records, eval_records, training_args))
     for line in run_header(model, settings, training_args, None if original else config): say(f"llava_lora_train: {line}")
     # 5. train (resuming like the original when checkpoints exist)
     trainer = LLaVATrainer(model=model, args=training_args, train_dataset=dataset, eval_dataset=eval_dataset,
@@ -421,8 +434,20 @@ def _train(model_args, data_args, training_args, callbacks=None, verbose=True):
     if resume:
         for f in sorted(Path(resume).glob('*.safetensors')): check_safetensors(f)
         say(f"llava_lora_train: resuming from {resume}")
+    start = json.loads((Path(resume)/'trainer_state.json').read_text()).get('global_step', 0) if resume else 0
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.final_metrics = dict(result.metrics)
+    if resume and trainer.state.global_step <= start:   # a finished run started again: nothing trained
+        say(f"llava_lora_train: note: {resume} is at step {start}, the end of this run: nothing left to train "
+            "(raise --max_steps or --num_train_epochs to train on, or pass a new --output_dir)")
+        if trainer.state.log_history and 'train_loss' in trainer.state.log_history[-1]: trainer.state.log_history.pop()   # (train_loss 0)
+        f = Path(training_args.output_dir)/'trainer_state.json'
+        done = json.loads(f.read_text()) if f.exists() else {}
+        if done.get('global_step') == start and (f.parent/'README.md').exists():   # its final save is complete: kept as it was
+            hist = done.get('log_history', [])
+            trainer.final_metrics = {k: v for r in hist if 'train_loss' in r or 'eval_loss' in r for k, v in r.items() if k != 'step'}
+            trainer.state.log_history = hist
+            return Path(training_args.output_dir), trainer
     if eval_dataset is not None:   # the validation metrics of the model being saved (the last step's, or the best one's)
         last = next((r for r in reversed(trainer.state.log_history) if 'eval_loss' in r), None)
         best = trainer.state.best_model_checkpoint if training_args.load_best_model_at_end else None
@@ -508,7 +533,16 @@ def parse_args(argv:list|None=None):
     if '--deepspeed' in argv:
         i = argv.index('--deepspeed') + 1
         if i < len(argv): argv[i] = _resolve_deepspeed(argv[i])
-    return parser.parse_args_into_dataclasses(argv)
+    try: return parser.parse_args_into_dataclasses(argv)
+    except ValueError as e:   # HfArgumentParser's "Some specified arguments are not used": name them, with the closest flags
+        if 'not used by the HfArgumentParser' not in str(e): raise
+        import difflib
+        known = {o for a in parser._actions for o in a.option_strings}
+        opts = sorted(o for o in known if o.startswith('--') and '-' not in o[2:])   # the --flag_name spellings
+        bad = [a.split('=')[0] for a in argv if a.startswith('--') and a.split('=')[0] not in known] or [str(e)]
+        close = lambda b: difflib.get_close_matches('--' + b[2:].replace('-', '_'), opts, n=2)
+        raise ValueError("unknown flag(s) " + ', '.join(b + (f" (did you mean {' or '.join(m)}?)" if (m := close(b)) else '')
+                                                       for b in bad) + ": see llava_lora_train --help") from None
 
 def _train_main(argv:list):
     if '--help' in argv or '-h' in argv: print(TRAIN_HELP_NOTE)

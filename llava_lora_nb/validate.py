@@ -96,7 +96,8 @@ def gallery(rows, image_folder, max_items:int=24):
 # %% ../nbs/09_validate.ipynb #7007a0c6
 def _add_model_args(p):
     p.add_argument('--model_path', required=True, help='merged checkpoint, or a training output folder (or its checkpoint-N)')
-    p.add_argument('--model_base', default=None, help="base checkpoint of an adapter (default: the one its llava_lora_settings.json records)")
+    p.add_argument('--model_base', default=None, help="the base checkpoint an adapter was trained on: required for an adapter (as the original's --model-base; "
+                   "its llava_lora_settings.json names it, and the error says which); not used for a merged folder")
     p.add_argument('--conv_mode', default=None, help="prompt template (default: the model's llava_lora_settings.json)")
     p.add_argument('--image_aspect_ratio', default=None, help="'pad' or 'original' (default: from settings)")
     p.add_argument('--device', default=None, help="e.g. cuda (default: CPU)")

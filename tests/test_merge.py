@@ -102,6 +102,8 @@ def test_merge_cli(adapter, tiny_ckpt, tmp_path):
     r = run_cli('llava_lora_merge', '--model-path', adapter, '--model-base', tiny_ckpt, '--save-model-path', out, '--overwrite')
     assert r.returncode == 0, r.stderr
     assert 'in memory' in r.stdout
+    card = (out/'README.md').read_text()   # the model card names the folder it ended in, not its staging name
+    assert '# merged\n' in card and "from_pretrained('merged')" in card and '.tmp' not in card, card
 
 
 def _tree(*folders):

@@ -204,17 +204,26 @@ def test_train_cli_validation_and_best_model(tmp_path, tiny_ckpt, shapes):
         assert any((saved[k] != last[k]).any() for k in last), f
     assert evals[-1]['eval_loss'] == evals[[x['step'] for x in evals].index(worst)]['eval_loss']   # final metrics: the saved (best) model's
     card = (out/'README.md').read_text()
-    assert '| validation loss (eval_loss) |' in card and '| validation exact match (eval_accuracy) |' in card
+    assert '| validation loss (eval_loss) |' in card
     assert '| validation records | 32, `heldout.json` |' in card and '| training records | 96 (' in card
+    assert f'| weights from (`--load_best_model_at_end`) | `checkpoint-{worst}`' in card and '| mean training loss |' in card
+    assert '| validation exact match (eval_accuracy, on 8 of them) |' in card   # --eval_max_records 8 of the 32
 
-def test_train_cli_validation_flag_errors(tmp_path, tiny_ckpt, shapes):
+def test_train_cli_validation_flag_errors(tmp_path, tiny_ckpt, shapes, capsys):
+    import pytest
+    from llava_lora_nb.train import train_cli
     data, heldout, folder = shapes
     base = ['--model_name_or_path', tiny_ckpt, '--data_path', data, '--image_folder', folder, '--output_dir', tmp_path/'out', '--report_to', 'none']
     for extra, said in ((['--eval_strategy', 'steps'], 'pass --eval_data_path'),
                         (['--eval_generate', 'True'], 'needs held-out data'),
                         (['--val_size', '0.1', '--eval_data_path', heldout], 'pass one of them'),
                         (['--val_size', '96'], 'number from 1 to 95'),
-                        (['--eval_data_path', heldout, '--metric_for_best_model', 'accuracy'], 'needs --eval_generate True')):
-        r = run_cli('llava_lora_train', *base, *extra)
-        assert r.returncode == 2 and said in r.stderr and 'Traceback' not in r.stderr, (extra, r.stderr[-2000:])
+                        (['--eval_data_path', heldout, '--metric_for_best_model', 'accuracy'], 'needs --eval_generate True'),
+                        (['--load_best_model_at_end', 'True'], '--load_best_model_at_end True: there is nothing to evaluate on'),
+                        (['--val_size', '9', '--load_best_model_at_end', 'True', '--save_strategy', 'no'], 'needs checkpoints to choose from'),
+                        (['--val_size', '1.5'], 'whole number of records'),
+                        (['--eval_data_pth', heldout], 'unknown flag(s) --eval_data_pth (did you mean --eval_data_path')):
+        with pytest.raises(SystemExit) as e: train_cli([str(a) for a in base + extra])   # the console script's function, in-process
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and said in err and 'Traceback' not in err, (extra, err[-2000:])
     assert not (tmp_path/'out'/'adapter_model.safetensors').exists()

@@ -154,10 +154,12 @@ def test_rerun_of_a_finished_run_trains_nothing(full_run, tmp_path, tiny_ckpt, s
     import shutil
     data, _, folder = shapes
     out = tmp_path/'out'; shutil.copytree(full_run[0], out)
+    card = (out/'README.md').read_text()
     train(*_args(tiny_ckpt, data, folder, out), verbose=False)
     assert json.loads((out/'trainer_state.json').read_text())['global_step'] == 8
     ref, got = _trained(full_run[0]), _trained(out)
     for k in ref: torch.testing.assert_close(got[k], ref[k], rtol=0, atol=0, msg=k)
+    assert (out/'README.md').read_text() == card and '| mean training loss | 0.0 |' not in card   # the finished run's figures stay
 
 def test_resume_skips_incomplete_checkpoints(full_run, tmp_path, tiny_ckpt, shapes, capfd):
     "On-disk states an interrupted save of an older version leaves: an empty checkpoint folder, a 0-byte optimizer.pt."
