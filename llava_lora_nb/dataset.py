@@ -18,9 +18,9 @@ from .prompts import (IGNORE_INDEX, image_truncation, TEMPLATES, get_template, t
                                    is_anyres, image_size_of, anyres_grid)
 
 # %% auto #0
-__all__ = ['CACHE_VERSION', 'validate_records', 'LazySupervisedDataset', 'DataCollatorForSupervisedDataset', 'data_collator',
-           'tokenizer_fingerprint', 'PreprocessedCache', 'validate_or_raise', 'check_parser', 'check_cli',
-           'show_record', 'token_lengths', 'plot_token_lengths', 'pack_records', 'record_token_lengths',
+__all__ = ['CACHE_VERSION', 'validate_records', 'LazySupervisedDataset', 'stack_images', 'DataCollatorForSupervisedDataset',
+           'data_collator', 'tokenizer_fingerprint', 'PreprocessedCache', 'validate_or_raise', 'check_parser',
+           'check_cli', 'show_record', 'token_lengths', 'plot_token_lengths', 'pack_records', 'record_token_lengths',
            'PackedDataset', 'DataCollatorForPackedRows', 'per_record_losses']
 
 # %% ../nbs/03_dataset.ipynb #feafa824
@@ -190,6 +190,15 @@ class LazySupervisedDataset(torch.utils.data.Dataset):
         return d
 
 # %% ../nbs/03_dataset.ipynb #95b1da14
+def stack_images(pixel_values:list,     # each image's pixel values in batch order: `[3,H,W]`, or LLaVA-NeXT's `[1+tiles,3,H,W]`
+                 image_sizes:list=None): # LLaVA-NeXT: each image's `(height, width)`, in the same order
+    "The batch's `pixel_values` (and `image_sizes`): NeXT tiles zero-padded to the batch's most, as the processor pads (the model counts the real ones from `image_sizes`)."
+    if not pixel_values: return {}
+    if pixel_values[0].dim() == 3: return {'pixel_values': torch.stack(pixel_values)}
+    n = max(len(p) for p in pixel_values)
+    return {'pixel_values': torch.stack([torch.cat([p, p.new_zeros(n - len(p), *p.shape[1:])]) for p in pixel_values]),
+            'image_sizes': torch.stack(list(image_sizes))}
+
 @dataclass
 class DataCollatorForSupervisedDataset:
     pad_token_id:int                 # the tokenizer's pad id
@@ -209,12 +218,8 @@ class DataCollatorForSupervisedDataset:
                  'attention_mask': torch.zeros(len(ids), L, dtype=torch.long)}
         for k, (i, l) in enumerate(zip(ids, labels)):
             batch['input_ids'][k, :len(i)] = i; batch['labels'][k, :len(l)] = l; batch['attention_mask'][k, :len(i)] = 1
-        pv = [x['pixel_values'] for x in instances if x.get('pixel_values') is not None]
-        if pv and pv[0].dim() == 4:   # LLaVA-NeXT: base image + tiles, zero-padded to the batch's most tiles as the processor pads
-            n = max(len(p) for p in pv)   # (the model takes the real ones, counted from `image_sizes`)
-            batch['pixel_values'] = torch.stack([torch.cat([p, p.new_zeros(n - len(p), *p.shape[1:])]) for p in pv])
-            batch['image_sizes'] = torch.stack([x['image_sizes'] for x in instances if x.get('pixel_values') is not None])
-        elif pv: batch['pixel_values'] = torch.stack(pv)
+        imgs = [x for x in instances if x.get('pixel_values') is not None]
+        batch.update(stack_images([x['pixel_values'] for x in imgs], [x.get('image_sizes') for x in imgs]))
         return batch
 
 # %% ../nbs/03_dataset.ipynb #ba100a59
@@ -393,9 +398,10 @@ def validate_or_raise(data_path,                 # JSON/JSONL data file
                       model_max_length:int=None, # enables truncation checks
                       template='vicuna_v1',      # the template training will use
                       check_images:bool=True,    # fully decode every image (training's main process does; the other ranks need not)
-                      progress:bool=False):      # a progress bar while images are decoded
+                      progress:bool=False,       # a progress bar while images are decoded
+                      records:list|None=None):   # the file's records when already loaded (not read again)
     "Validate a data file; return the `ValidationReport` if clean, else raise `DataError` listing the problems."
-    rep = validate_records(load_records(data_path), image_folder, processor, model_max_length, template, check_images=check_images, progress=progress)
+    rep = validate_records(records if records is not None else load_records(data_path), image_folder, processor, model_max_length, template, check_images=check_images, progress=progress)
     if not rep.ok: raise DataError(f"{data_path}: the data has problems; fix them (llava_lora_check {data_path} --image_folder {image_folder} lists them):\n{rep}")
     if rep.warnings:   # the data trains, but the user should know how
         w = rep.warnings
@@ -587,12 +593,7 @@ class DataCollatorForPackedRows:
             n = len(r['input_ids'])
             batch['input_ids'][k, :n] = r['input_ids']; batch['labels'][k, :n] = r['labels']
             batch['position_ids'][k, :n] = r['position_ids']; batch['position_ids'][k, n:] = torch.arange(L - n)
-        pv = [p for r in rows for p in r['pixel_values']]
-        if pv and pv[0].dim() == 4:   # LLaVA-NeXT: base image + tiles, zero-padded to the batch's most tiles
-            n = max(len(p) for p in pv)
-            batch['pixel_values'] = torch.stack([torch.cat([p, p.new_zeros(n - len(p), *p.shape[1:])]) for p in pv])
-            batch['image_sizes'] = torch.stack([s for r in rows for s in r['image_sizes']])
-        elif pv: batch['pixel_values'] = torch.stack(pv)
+        batch.update(stack_images([p for r in rows for p in r['pixel_values']], [s for r in rows for s in r['image_sizes']]))
         batch['use_cache'] = False   # with a cache, transformers does not derive the block-diagonal mask from position_ids
         return batch
 

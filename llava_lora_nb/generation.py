@@ -41,12 +41,9 @@ def _left_pad(inputs:list, pad_id:int) -> dict:
     for k, x in enumerate(inputs):
         n = x['input_ids'].shape[1]; ids[k, L - n:] = x['input_ids'][0]; mask[k, L - n:] = 1
     batch = {'input_ids': ids, 'attention_mask': mask}
-    pv = [x['pixel_values'][0] for x in inputs if 'pixel_values' in x]   # in batch order: the model fills the image tokens row by row
-    if pv and pv[0].dim() == 4:   # LLaVA-NeXT: [tiles, 3, H, W], zero-padded to the batch's most tiles (the model counts the real ones from image_sizes)
-        t = max(len(p) for p in pv)
-        batch['pixel_values'] = torch.stack([torch.cat([p, p.new_zeros(t - len(p), *p.shape[1:])]) for p in pv])
-        batch['image_sizes'] = torch.cat([x['image_sizes'] for x in inputs if 'pixel_values' in x])
-    elif pv: batch['pixel_values'] = torch.stack(pv)
+    from llava_lora_nb.dataset import stack_images
+    imgs = [x for x in inputs if 'pixel_values' in x]   # in batch order: the model fills the image tokens row by row
+    batch.update(stack_images([x['pixel_values'][0] for x in imgs], [x['image_sizes'][0] for x in imgs if 'image_sizes' in x]))
     return batch
 
 def _cut_at_eos(ids:list, eos) -> list:

@@ -436,7 +436,7 @@ def model_card(folder,        # a training output (adapter, projector) or a merg
     if losses: rows.append(('final training loss', losses[-1]))
     tl = next((r['train_loss'] for r in reversed(hist) if 'train_loss' in r), None)
     if tl is not None: rows.append(('mean training loss', tl))
-    if (s.data or {}).get('load_best_model_at_end') and st.get('best_model_checkpoint'):   # the saved weights are that step's
+    if dd.get('load_best_model_at_end') and st.get('best_model_checkpoint'):   # the saved weights are that step's
         rows.append(('weights from (`--load_best_model_at_end`)', f"`{Path(st['best_model_checkpoint']).name}` (best validation metric {_fmt(st.get('best_metric'))})"))
     evals = {k: v for r in hist for k, v in r.items() if k.startswith('eval_') and isinstance(v, (int, float)) and not k.endswith(('_runtime', 'per_second'))}
     n_gen = dd.get('eval_generate_records')

@@ -319,11 +319,11 @@ def _check_start(model_args, training_args):
         raise ValueError(f"--model_name_or_path {model_args.model_name_or_path}: no such folder, and no Hub model of that name is "
                          f"available{where}: check the path, or the Hub id and your network / cache") from None
 
-def _held_out(data_args, processor, training_args, template, main, say):
-    "`(training records, held-out records or None)` from `--eval_data_path` or `--val_size`; the eval strategy set to match."
+def _held_out(records, data_args, processor, training_args, template, main, say):
+    "`(training records, held-out records or None)` from `--data_path`'s `records` and `--eval_data_path` or `--val_size`; the eval strategy set to match."
     from llava_lora_nb.dataset import validate_or_raise
     from llava_lora_nb.records import load_records, split_by_id
-    records, held, a = load_records(data_args.data_path), None, training_args
+    held, a = None, training_args
     if data_args.eval_data_path and data_args.val_size:
         raise ValueError(f"--eval_data_path {data_args.eval_data_path} and --val_size {data_args.val_size}: pass one of them")
     if data_args.eval_data_path:
@@ -366,6 +366,7 @@ def _data_summary(data_args, records, held, training_args)->dict:
 def _train(model_args, data_args, training_args, callbacks=None, verbose=True):
     "`train`, returning `(output folder, trainer)`."
     from llava_lora_nb.dataset import validate_or_raise, LazySupervisedDataset, data_collator
+    from llava_lora_nb.records import load_records
     from llava_lora_nb.loading import load_for_training, llava_hf_folder
     from llava_lora_nb.output import base_fingerprint
     say = print if verbose else (lambda *a, **k: None)
@@ -379,10 +380,11 @@ def _train(model_args, data_args, training_args, callbacks=None, verbose=True):
     try: processor = None if original else transformers.AutoProcessor.from_pretrained(model_path, cache_dir=training_args.cache_dir)
     except Exception: processor = None
     main = training_args.process_index == 0   # one process decodes every image; the others check the records only
+    records = load_records(data_args.data_path)   # read once: validated, split, trained on
     report = validate_or_raise(data_args.data_path, data_args.image_folder, processor, training_args.model_max_length, model_args.version,
-                               check_images=main, progress=main and not training_args.disable_tqdm)
+                               check_images=main, progress=main and not training_args.disable_tqdm, records=records)
     say(f"llava_lora_train: data OK: {report.summary}")
-    records, eval_records = _held_out(data_args, processor, training_args, model_args.version, main, say)
+    records, eval_records = _held_out(records, data_args, processor, training_args, model_args.version, main, say)
     # 2. architecture flags, the DeepSpeed config
     for n in check_architecture(model_args, config): say(f"llava_lora_train: note: {n}")
     # 3. the model

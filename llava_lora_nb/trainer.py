@@ -357,7 +357,7 @@ class LLaVATrainer(transformers.Trainer):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         if (ck/NON_LORA).exists(): load_non_lora_trainables(m, ck)
 
-    def exact_match(self, records:list|None=None, # held-out records (default: `eval_records`, at most `--eval_max_records`)
+    def heldout_accuracy(self, records:list|None=None, # held-out records (default: `eval_records`, at most `--eval_max_records`)
                     metric_key_prefix:str='eval')->dict:
         "Greedy answers to the last question of each held-out record, batched (`--per_device_eval_batch_size`): `{'eval_accuracy': ...}`."
         from llava_lora_nb.generation import evaluate
@@ -372,7 +372,7 @@ class LLaVATrainer(transformers.Trainer):
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix='eval'):
         "The `Trainer`'s evaluation (the validation loss), plus exact-match accuracy with `--eval_generate True`, in the same log entry."
         out = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
-        if getattr(self.args, 'eval_generate', False) and self.eval_records: out.metrics.update(self.exact_match(metric_key_prefix=metric_key_prefix))
+        if getattr(self.args, 'eval_generate', False) and self.eval_records: out.metrics.update(self.heldout_accuracy(metric_key_prefix=metric_key_prefix))
         return out
 
     def _load_best_model(self):
