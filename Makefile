@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test nbtest pytest sync docs outputs bench clean
+.PHONY: install demo test test-fast nbtest pytest sync docs outputs bench clean
 
 $(STAMP): settings.ini setup.py constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,9 +21,14 @@ install: $(STAMP)
 demo: install
 	$(BIN)/llava_lora_demo --output_dir demo_out --overwrite
 
-## Everything CI runs.
+## Everything CI runs (every notebook executed once, the docs site built from those copies, pytest on two workers);
+## it ends with the ten slowest notebooks and tests.
 test: install
 	PATH="$(abspath $(BIN)):$$PATH" bash tools/test.sh
+
+## The developer's loop (a few minutes): sync check, every notebook's cells in-process, the unit-level tests.
+test-fast: install
+	PATH="$(abspath $(BIN)):$$PATH" bash tools/test.sh --fast
 
 ## Pieces of `make test`, for development.
 sync: install
@@ -31,7 +36,7 @@ sync: install
 nbtest: install
 	$(BIN)/nbdev_test --n_workers 2 --timing
 pytest: install
-	$(BIN)/python -m pytest -q tests
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
 
 docs: install
 	PATH="$(abspath $(BIN)):$$PATH" bash tools/docs.sh
@@ -44,4 +49,4 @@ bench: install
 	PATH="$(abspath $(BIN)):$$PATH" bash bench/run_all.sh
 
 clean:
-	rm -rf _docs _docs.tmp-* _docs.src-* _docs.old-* _proc demo_out
+	rm -rf _docs _docs.tmp-* _docs.src-* _docs.old-* _proc _exec demo_out

@@ -3,6 +3,8 @@ import json, subprocess, sys
 from pathlib import Path
 import pytest
 
+pytestmark = pytest.mark.e2e   # trains, merges or runs console scripts: not in `make test-fast`
+
 BENCH = Path(__file__).resolve().parents[1]/'bench'
 
 def bench(script, tmp_path, *args, timeout=900):

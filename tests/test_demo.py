@@ -1,6 +1,9 @@
 "The main job as a user runs it: `llava_lora_demo` in a subprocess (short run; `make demo` runs the full default)."
 import json
 from conftest import run_cli
+import pytest
+
+pytestmark = pytest.mark.e2e   # trains, merges or runs console scripts: not in `make test-fast`
 
 def test_demo_cli(tmp_path):
     out = tmp_path/'demo'

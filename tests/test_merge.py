@@ -8,10 +8,13 @@ from llava_lora_nb.output import load_adapter_model
 from llava_lora_nb.merge import (merge_lora, merge_in_memory, checkpoint_tensors,
                                  same_tensors, probe_batch, logits_error, _logits, MERGE_TOLERANCE, MergeError, _shards, merge_cli)
 
+pytestmark = pytest.mark.e2e   # trains, merges or runs console scripts: not in `make test-fast`
 
-@pytest.fixture(scope='module')
-def adapter(tiny_ckpt, tmp_path_factory):
-    return make_tiny_adapter(tiny_ckpt, tmp_path_factory.mktemp('adapter')/'run')
+
+@pytest.fixture()
+def adapter(tiny_adapter):
+    "The session's random adapter (conftest.py): only read here."
+    return tiny_adapter
 
 
 @pytest.fixture(scope='module')

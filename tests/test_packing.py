@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest, torch, transformers
 from conftest import run_cli
 
+pytestmark = pytest.mark.e2e   # trains, merges or runs console scripts: not in `make test-fast`
+
 def _datasets(ckpt, data, folder, max_length=256):
     from llava_lora_nb.dataset import LazySupervisedDataset, PackedDataset
     proc = transformers.AutoProcessor.from_pretrained(ckpt)

@@ -2,6 +2,9 @@
 import json
 from pathlib import Path
 from conftest import run_cli
+import pytest
+
+pytestmark = pytest.mark.e2e   # trains, merges or runs console scripts: not in `make test-fast`
 
 ORIGINAL_FLAGS = [  # as in LLaVA's scripts/v1_5/finetune_task_lora.sh, scaled down
     '--version', 'v1', '--lora_enable', 'True', '--lora_r', '8', '--lora_alpha', '16', '--mm_projector_lr', '1e-3',

@@ -10,6 +10,8 @@ import json, os, socket, subprocess, sys
 from pathlib import Path
 import pytest, torch
 
+pytestmark = pytest.mark.e2e   # trains, merges or runs console scripts: not in `make test-fast`
+
 HERE = Path(__file__).resolve()
 
 def _free_port():

@@ -4,21 +4,11 @@ import json, os, socket, subprocess, sys
 from pathlib import Path
 import pytest, torch
 
+pytestmark = pytest.mark.e2e   # trains, merges or runs console scripts: not in `make test-fast`
+
 HERE = Path(__file__).resolve()
 def _free_port():
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
-@pytest.fixture(scope='module')
-def next_ckpt(tmp_path_factory):
-    from llava_lora_nb.testing import save_tiny_next_checkpoint
-    return save_tiny_next_checkpoint(tmp_path_factory.mktemp('next')/'tiny-next')
-
-@pytest.fixture(scope='module')
-def next_shapes(tmp_path_factory):
-    "The shapes task with wide, square and tall images: (train json, image folder)."
-    from llava_lora_nb.testing import make_shapes_dataset
-    d = tmp_path_factory.mktemp('next-shapes')
-    return make_shapes_dataset(d, n=48, seed=0, aspect_ratios=(0.5, 1, 2)), d
 
 def _data_side_ready(ckpt, data, folder) -> bool:
     "True when the dataset gives LLaVA-NeXT batches (image_sizes) for an image record."
@@ -78,14 +68,13 @@ def test_next_deepspeed_text_only(tmp_path, next_ckpt, stage):
     assert type(model.get_base_model()).__name__ == 'LlavaNextForConditionalGeneration'
     assert all(p.numel() > 0 for p in model.parameters())
 
-def test_next_predict_evaluate_gallery_with_images(tmp_path, next_ckpt, next_shapes):
+def test_next_predict_evaluate_gallery_with_images(tmp_path, next_adapter, next_shapes):
     "predict / evaluate / gallery on a NeXT model with images of several aspect ratios: `image_sizes` reaches `generate`."
     data, folder = next_shapes
     from PIL import Image
     from llava_lora_nb.prompts import build_inference_inputs
-    from llava_lora_nb.testing import make_tiny_adapter
     from llava_lora_nb.validate import load_for_inference, predict, evaluate, gallery
-    model, proc, _ = load_for_inference(make_tiny_adapter(next_ckpt, tmp_path/'run'))
+    model, proc, _ = load_for_inference(next_adapter)
     recs = [r for r in json.loads(Path(data).read_text()) if 'image' in r]
     img = Image.open(Path(folder)/recs[0]['image'])
     assert 'image_sizes' in build_inference_inputs('What colour is the shape?', proc, image=img)

@@ -7,6 +7,8 @@ from llava_lora_nb.trainer import LLaVATrainer, is_projector_param
 from llava_lora_nb.output import load_adapter_model, NON_LORA_NAME
 from safetensors.torch import load_file
 
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group('resume')]   # one worker trains full_run once for every test here
+
 def _argv(ckpt, data, folder, out, *extra):
     return ['--model_name_or_path', str(ckpt), '--data_path', str(data), '--image_folder', str(folder),
                        '--version', 'v1', '--lora_enable', 'True', '--lora_r', '8', '--lora_alpha', '16', '--lora_dropout', '0.1',

@@ -6,6 +6,8 @@ from conftest import run_cli
 from llava_lora_nb.train import parse_args, train
 from llava_lora_nb.output import MM_PROJECTOR_NAME, NON_LORA_NAME, SETTINGS_NAME, load_adapter_model
 
+pytestmark = pytest.mark.e2e   # trains, merges or runs console scripts: not in `make test-fast`
+
 SMALL = ['--version', 'v1', '--per_device_train_batch_size', '4', '--model_max_length', '256', '--report_to', 'none',
          '--dataloader_num_workers', '0', '--seed', '0', '--disable_tqdm', 'True']
 PROJ_KEYS = ['model.mm_projector.0.bias', 'model.mm_projector.0.weight', 'model.mm_projector.2.bias', 'model.mm_projector.2.weight']

@@ -1,24 +1,10 @@
-"Validate: predict/eval console scripts as subprocesses on a model trained with `llava_lora_train`; the finetuned model beats the base."
+"""Validate: predict/eval console scripts as subprocesses on a model trained with `llava_lora_train` (the session's `trained`
+fixture, conftest.py); the finetuned model beats the base."""
 import json, shutil
 import pytest
 from conftest import run_cli
 
-
-@pytest.fixture(scope='module')
-def trained(tiny_ckpt, shapes, tmp_path_factory):
-    "A LoRA adapter trained briefly on the shapes task with the real trainer (`train_cli`), and its streaming merge by `llava_lora_merge`."
-    train_json, _, folder = shapes
-    d = tmp_path_factory.mktemp('trained')
-    from llava_lora_nb.train import train_cli  # in-process: the console script's exit status is the trainer's business
-    out = train_cli(['--model_name_or_path', str(tiny_ckpt), '--data_path', str(train_json), '--image_folder', str(folder),
-                     '--output_dir', str(d/'run'), '--lora_enable', 'True', '--lora_r', '16', '--lora_alpha', '32',
-                     '--lora_dropout', '0.0', '--learning_rate', '2e-3', '--mm_projector_lr', '2e-3', '--max_steps', '40',
-                     '--per_device_train_batch_size', '8', '--report_to', 'none', '--save_strategy', 'no', '--use_cpu', 'True',
-                     '--seed', '0'])
-    assert (d/'run'/'adapter_config.json').exists() and (d/'run'/'non_lora_trainables.safetensors').exists(), out
-    r = run_cli('llava_lora_merge', '--model-path', d/'run', '--model-base', tiny_ckpt, '--save-model-path', d/'merged', '--streaming')
-    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
-    return d/'run', d/'merged'
+pytestmark = pytest.mark.e2e   # trains, merges or runs console scripts: not in `make test-fast`
 
 
 def test_predict_cli_adapter_equals_merged(trained, tiny_ckpt, shapes):
@@ -60,12 +46,6 @@ def test_eval_cli_finetuned_beats_base(trained, tiny_ckpt, shapes, tmp_path):
     print(r.stdout)
     assert summary['model']['exact_match'] > summary['compare']['exact_match'], summary
     assert summary['model']['correct'] == sum(x['correct']['model'] for x in rows)
-
-
-@pytest.fixture(scope='module')
-def tiny_adapter(tiny_ckpt, tmp_path_factory):
-    from llava_lora_nb.testing import make_tiny_adapter
-    return make_tiny_adapter(tiny_ckpt, tmp_path_factory.mktemp('tiny-adapter')/'run')
 
 
 def test_predict_eval_input_errors_exit_2(tiny_adapter, tiny_ckpt, shapes, tmp_path):

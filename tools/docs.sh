@@ -6,6 +6,7 @@
 # mkdocs-material + mkdocs-jupyter (search, top tabs, a table of contents per page) into the same page names,
 # navigation in nbs/sidebar.yml order. Options (fallback only):
 #   --if_stale         do nothing when _docs/ was built from the current sources
+#   --executed DIR     take the notebooks `tools/run_nbs.py --to DIR` executed instead of executing them again (make test)
 #   --n_workers N      notebooks built in parallel (default 2)      --timeout S   seconds per notebook (default 300)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -242,10 +242,11 @@ def mkdocs_config(nav_pages:list, cfg, site_title:str, src_docs:Path, site_dir:P
 
 # ---------------------------------------------------------------- one notebook, all steps
 def build_one(nb_path:str, src_docs:str, proc_dir:str, pagemap:dict, skip_flags:list, timeout:int, threads:int,
-              reuse_proc:bool=False) -> dict:
+              reuse_proc:bool=False, executed_dir:str|None=None) -> dict:
     """Execute and process one notebook (steps 1-2), and write the notebook mkdocs-jupyter renders into `src_docs`
     (named as its page: `records.ipynb` -> `records.html`); returns a dict for the summary (or raises with the notebook named).
-    `reuse_proc`: take nbdev's processed notebook from `_proc/` as the last build left it (fast, to work on the rendering)."""
+    `reuse_proc`: take nbdev's processed notebook from `_proc/` as the last build left it (fast, to work on the rendering).
+    `executed_dir`: a folder of notebooks `tools/run_nbs.py --to` executed from the current sources: step 1 reads them instead."""
     os.environ.setdefault('OMP_NUM_THREADS', str(threads)); os.environ['IN_TEST'] = '1'
     import nbformat
     from execnb.nbio import dict2nb, nb2dict, write_nb
@@ -260,7 +261,10 @@ def build_one(nb_path:str, src_docs:str, proc_dir:str, pagemap:dict, skip_flags:
     if reuse_proc:
         pnb = dict2nb(json.loads((Path(proc_dir)/name).read_text()))
         return _write_render_nb(pnb, fm, name, src_docs, pagemap, dict(executed=False, exec_s=0, proc_s=0, t0=t0))
-    if str(fm.get('skip_exec', 'false')).lower() not in ('true', '1', 'yes'):
+    if executed_dir:
+        nb = nbformat.read(Path(executed_dir)/name, as_version=4)
+        executed = str(fm.get('skip_exec', 'false')).lower() not in ('true', '1', 'yes')
+    elif str(fm.get('skip_exec', 'false')).lower() not in ('true', '1', 'yes'):
         ep = _make_executor(skip_flags, time.time() + timeout, timeout=timeout, allow_errors=False)
         try: ep.preprocess(nb, {'metadata': {'path': str(nb_path.parent)}})
         except Exception as e:
@@ -323,8 +327,11 @@ def write_stamp(dest:Path, pages:dict, digest:str=None):
                                               'pages': pages}, indent=1))
 
 # ---------------------------------------------------------------- the site
-def build(dest:Path=ROOT/'_docs', n_workers:int=2, timeout:int=300, quiet=False, reuse_proc=False, keep_src=False) -> Path:
-    "Build the whole site into `dest` (via a temporary sibling folder, renamed into place when complete)."
+def build(dest:Path=ROOT/'_docs', n_workers:int=2, timeout:int=300, quiet=False, reuse_proc=False, keep_src=False,
+          executed:Path|None=None) -> Path:
+    """Build the whole site into `dest` (via a temporary sibling folder, renamed into place when complete).
+    `executed`: take the executed notebooks from this folder (`tools/run_nbs.py --to`) instead of executing them again;
+    it must hold every notebook of the site, executed from the current sources (its `.sources.json`), or the build stops."""
     from nbdev.config import get_config
     cfg = get_config()
     skip_flags = cfg.get('tst_flags', '').split()
@@ -337,6 +344,14 @@ def build(dest:Path=ROOT/'_docs', n_workers:int=2, timeout:int=300, quiet=False,
 
     order, have, pagemap, pages, notes = site_plan()
     for n in notes: say(f'docs: note: {n}')
+    if executed:
+        f = Path(executed)/STAMP
+        s = json.loads(f.read_text()) if f.exists() else {}
+        stale = [e for _, e in order if e not in s.get('ok', [])]
+        if s.get('digest') != source_digest() or stale:
+            raise RuntimeError(f'{executed} does not hold every notebook executed from the current sources'
+                               f"{' (missing: ' + ', '.join(stale) + ')' if stale and s.get('digest') == source_digest() else ''}: "
+                               f'run `python tools/run_nbs.py --to {executed}` first, or build without --executed')
 
     dest = Path(dest).resolve()
     tmp = dest.with_name(f'{dest.name}.tmp-{os.getpid()}')       # the built site, renamed to `dest` when complete
@@ -347,16 +362,16 @@ def build(dest:Path=ROOT/'_docs', n_workers:int=2, timeout:int=300, quiet=False,
     digest = source_digest()
     threads = max(1, (os.cpu_count() or 2) // max(1, n_workers))
     t0, results, errors = time.time(), [], []
-    say(f'docs: building {len(order)} notebooks ({n_workers} workers, {timeout} s per notebook), then mkdocs-material -> {dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest}')
+    say(f"docs: {'processing' if executed else 'building'} {len(order)} notebooks" + (f' executed in {executed}' if executed else f' ({n_workers} workers, {timeout} s per notebook)') + f", then mkdocs-material -> {dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest}")
     try:
         with ProcessPoolExecutor(max_workers=n_workers, mp_context=mp.get_context('spawn'), max_tasks_per_child=1) as ex:
             futs = {ex.submit(build_one, str(have[e]), str(src_docs), str(proc), pagemap, skip_flags, timeout, threads,
-                              reuse_proc): e for _, e in order}
+                              reuse_proc, str(executed) if executed else None): e for _, e in order}
             for f in tqdm(as_completed(futs), total=len(futs), desc='docs', unit='nb', disable=quiet):
                 try:
                     r = f.result(); results.append(r)
                     say(f"docs:   {r['nb']:<22} -> {r['page']:<16} {r['total_s']:5.0f} s (execute {r['exec_s']:.0f}, nbdev processing {r['proc_s']:.0f}), {r['n_img']} images"
-                        + ('' if r['executed'] or reuse_proc else ' (skip_exec: stored outputs)'))
+                        + ('' if r['executed'] or reuse_proc else ' (skip_exec: stored outputs)') + (' (executed by run_nbs, not again)' if executed and r['executed'] else ''))
                 except Exception as e: errors.append(f'{futs[f]}: {e}')
         if errors: raise RuntimeError('\n\n'.join(errors))
         # step 3: mkdocs-material renders the processed notebooks (mkdocs-jupyter: nbconvert's lab look, plots embedded)
@@ -401,10 +416,12 @@ if __name__ == '__main__':
     ap.add_argument('--stamp_only', action='store_true', help='only record the sources and pages of a site built by nbdev_docs')
     ap.add_argument('--reuse_proc', action='store_true', help='skip steps 1-2: render the notebooks the last build left in _proc/ (to work on the rendering)')
     ap.add_argument('--keep_src', action='store_true', help="keep mkdocs' generated project (mkdocs.yml, docs/) next to DEST")
+    ap.add_argument('--executed', default=None, help='folder of notebooks `tools/run_nbs.py --to` executed from the current sources: not executed again')
     a = ap.parse_args()
     if a.stamp_only:
         _, _, pagemap, _, _ = site_plan(); write_stamp(Path(a.dest), pagemap); sys.exit(0)
     if a.if_stale and is_fresh(Path(a.dest)):
         print(f'docs: {a.dest} is up to date'); sys.exit(0)
-    try: build(Path(a.dest), n_workers=a.n_workers, timeout=a.timeout, reuse_proc=a.reuse_proc, keep_src=a.keep_src)
+    try: build(Path(a.dest), n_workers=a.n_workers, timeout=a.timeout, reuse_proc=a.reuse_proc, keep_src=a.keep_src,
+               executed=Path(a.executed).resolve() if a.executed else None)
     except RuntimeError as e: sys.exit(f'docs: FAILED\n{e}')
