@@ -145,7 +145,7 @@ def compare(pipes, proc, n):
 def stage_times(pipes, n):
     "Seconds per record spent tokenizing+masking and on the image, for each pipeline (workers=0)."
     import copy
-    from llava_lora_nb.prompts import process_image
+    from llava_lora_nb.images import process_image
     from llava_lora_nb.records import resolve_image_path
     from baseline_llava import preprocess_v1, preprocess_multimodal, expand2square
     from PIL import Image

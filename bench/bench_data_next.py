@@ -37,7 +37,8 @@ class ProcessorPath(torch.utils.data.Dataset):
     def __init__(self, ours): self.ours = ours
     def __len__(self): return len(self.ours)
     def __getitem__(self, i):
-        from llava_lora_nb.prompts import render_prompt, open_image
+        from llava_lora_nb.prompts import render_prompt
+        from llava_lora_nb.images import open_image
         from llava_lora_nb.records import resolve_image_path
         ds, r = self.ours, self.ours.records[i]
         text = render_prompt(r['conversations'], 'vicuna_v1', ds.tokenizer.eos_token, has_image='image' in r)[0]

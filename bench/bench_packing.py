@@ -137,8 +137,9 @@ def worker(method, ckpt, data, folder, bs, out):
     "One epoch of LoRA training with `method` in this process; prints JSON: per-step times and token counts, peak RSS, losses."
     import torch, transformers
     from llava_lora_nb.loading import LoraSettings, load_for_training
-    from llava_lora_nb.dataset import LazySupervisedDataset, PackedDataset, data_collator
-    from llava_lora_nb.train import TrainingArguments
+    from llava_lora_nb.dataset import LazySupervisedDataset, data_collator
+    from llava_lora_nb.packing import PackedDataset
+    from llava_lora_nb.arguments import TrainingArguments
     from llava_lora_nb.trainer import LLaVATrainer
     torch.set_num_threads(1)
     rss_imports = vm('VmRSS')
@@ -193,7 +194,8 @@ def length_plot(data, folder, ckpt, bs, path):
     "Token lengths of the records, and the tokens each method computes per record (real + padding) — padding from one epoch of batches."
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt, numpy as np, torch, transformers
-    from llava_lora_nb.dataset import LazySupervisedDataset, PackedDataset, token_lengths
+    from llava_lora_nb.dataset import LazySupervisedDataset, token_lengths
+    from llava_lora_nb.packing import PackedDataset
     from llava_lora_nb.trainer import LengthGroupedSampler
     proc = transformers.AutoProcessor.from_pretrained(ckpt)
     ds = LazySupervisedDataset(str(data), folder, proc, template='vicuna_v1', model_max_length=MAX_LEN, progress=False)

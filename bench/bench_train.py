@@ -27,7 +27,7 @@ def worker(trainer_kind, method, ckpt, data, folder, steps, bs, out):
     from llava_lora_nb.loading import LoraSettings, load_for_training
     from llava_lora_nb.memory import estimate_memory
     from llava_lora_nb.dataset import LazySupervisedDataset, data_collator
-    from llava_lora_nb.train import TrainingArguments
+    from llava_lora_nb.arguments import TrainingArguments
     from llava_lora_nb.trainer import LLaVATrainer
     rss_imports = vm('VmRSS')
     settings = LoraSettings(lora_r=16, lora_alpha=32, lora_dropout=0.05, bits=4 if method == 'qlora' else 16,

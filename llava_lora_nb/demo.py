@@ -32,7 +32,8 @@ def run_demo(output_dir='demo_out',       # everything is written here
              live:bool|None=None,          # a live progress widget and loss plot (default: when run in a notebook)
              arch:str='1.5'):              # '1.5': LLaVA-1.5; 'next': LLaVA-NeXT (any-resolution, images of several aspect ratios)
     "The main job on the embedded tiny default: data -> LoRA finetune -> evaluate base and finetuned -> merge (verified) -> reload and predict."
-    from llava_lora_nb.train import ModelArguments, DataArguments, TrainingArguments, train
+    from llava_lora_nb.arguments import ModelArguments, DataArguments, TrainingArguments
+    from llava_lora_nb.train import train
     from llava_lora_nb.core import in_notebook
     from llava_lora_nb.live import LiveTrainingCallback
     from llava_lora_nb.merge import merge_lora

@@ -17,7 +17,7 @@ __all__ = ['generate_answers', 'generate_answer', 'normalize_answer', 'exact_mat
 def _image(image, image_folder=None):
     "A PIL RGB image from a PIL image or a path (relative to `image_folder` if given)."
     from PIL import Image
-    from llava_lora_nb.prompts import to_rgb, open_image
+    from llava_lora_nb.images import to_rgb, open_image
     if image is None or isinstance(image, Image.Image): return to_rgb(image) if image is not None else None
     p = Path(image_folder)/image if image_folder is not None else Path(image)
     if not p.exists(): raise FileNotFoundError(f"image {p} not found" + (f" (relative to image_folder {image_folder})" if image_folder else ''))
@@ -27,7 +27,7 @@ def _record_image(image_folder, image):
     "The decoded RGB image of a record's `image`, with the training path's checks (`records.resolve_image_path`: no absolute paths, no `..`)."
     from PIL import Image
     from llava_lora_nb.records import resolve_image_path, DataError
-    from llava_lora_nb.prompts import open_image
+    from llava_lora_nb.images import open_image
     p = resolve_image_path(image_folder, image)
     if not p.is_file(): raise DataError(f"image {p} not found (relative to image_folder {image_folder})")
     try:

@@ -13,145 +13,15 @@ from .core import LlavaLoraError, check_safetensors, run_cli, in_notebook
 from .families import family_of
 from .loading import LoraFlags, LoraSettings
 from .output import RunSettings, write_model_card
+from .arguments import (ModelArguments, DataArguments, TrainingArguments, check_architecture, check_report_to,
+                                     parse_args, _resolve_deepspeed)
 from .trainer import (LLaVATrainer, is_projector_param, deepspeed_config, _ds_dict, check_deepspeed_config,
                                    describe_clipping, deepspeed_from_argv, single_process_env, last_complete_checkpoint,
                                    recover_staged_checkpoints, checkpoint_problem, load_pretrain_mm_mlp_adapter, plot_loss)
 
 # %% auto #0
-__all__ = ['TRAIN_HELP_NOTE', 'ModelArguments', 'DataArguments', 'TrainingArguments', 'check_architecture',
-           'check_zero3_quantization', 'load_qlora_for_zero3', 'upcast_trainable_non_lora', 'run_header',
-           'check_report_to', 'LogTable', 'log_table', 'train', 'FinetuneResult', 'finetune', 'parse_args', 'train_cli']
-
-# %% ../nbs/07b_train.ipynb #bef69e7f
-@dataclass
-class ModelArguments:
-    "Model flags of LLaVA's `train.py`."
-    model_name_or_path: str = field(default=None, metadata={'help': 'LLaVA checkpoint (llava-hf or original layout): local folder or Hub id'})
-    version: str = field(default='vicuna_v1', metadata={'help': "conversation template: v1 / vicuna_v1, llava_v1, plain, llava_hf"})
-    freeze_backbone: bool = field(default=False, metadata={'help': 'freeze the language model (LoRA weights still train)'})
-    tune_mm_mlp_adapter: bool = field(default=False, metadata={'help': 'train the projector only (LLaVA pretraining stage): '
-                                     'writes mm_projector.bin (original key names) for --pretrain_mm_mlp_adapter of the next stage'})
-    vision_tower: str|None = field(default=None, metadata={'help': 'checked against the checkpoint (e.g. openai/clip-vit-large-patch14-336)'})
-    mm_vision_select_layer: int|None = field(default=None, metadata={'help': 'checked against vision_feature_layer'})
-    pretrain_mm_mlp_adapter: str|None = field(default=None, metadata={'help': 'mm_projector.bin from LLaVA pretraining, loaded into the projector'})
-    mm_projector_type: str|None = field(default=None, metadata={'help': 'only mlp2x_gelu (the llava-hf projector) is supported'})
-    mm_use_im_start_end: bool|None = field(default=None, metadata={'help': 'only False is supported'})
-    mm_use_im_patch_token: bool|None = field(default=None, metadata={'help': 'only False is supported'})
-    mm_patch_merge_type: str|None = field(default=None, metadata={'help': 'only flat is supported'})
-    mm_vision_select_feature: str|None = field(default=None, metadata={'help': 'only patch is supported'})
-
-@dataclass
-class DataArguments:
-    "Data flags of LLaVA's `train.py`."
-    data_path: str = field(default=None, metadata={'help': 'LLaVA conversation JSON / JSONL'})
-    lazy_preprocess: bool = field(default=False, metadata={'help': "accepted for compatibility with LLaVA's train.py; does nothing (the dataset is always lazy)"})
-    is_multimodal: bool = field(default=False, metadata={'help': "accepted for compatibility with LLaVA's train.py; does nothing (images are used when a record has one)"})
-    image_folder: str|None = field(default=None, metadata={'help': 'folder the image paths in the JSON are relative to'})
-    image_aspect_ratio: str = field(default='pad', metadata={'help': 'pad (LLaVA-1.5) or square; a LLaVA-NeXT checkpoint always uses any-resolution (recorded as anyres)'})
-    data_cache_dir: str|None = field(default=None, metadata={'help': 'folder for the preprocessing cache: tokenized records and image crops '
-                                     'built once (with --dataloader_num_workers processes), reused by every later epoch and run, rebuilt when the data changes'})
-    eval_data_path: str|None = field(default=None, metadata={'help': 'held-out LLaVA JSON / JSONL (images in --image_folder): a validation loss '
-                                     'every --eval_steps (default: every 10%% of the steps; exact-match accuracy too with --eval_generate True)'})
-    val_size: float = field(default=0, metadata={'help': 'instead of --eval_data_path: hold out this share (< 1) or number (>= 1) of the '
-                            'records of --data_path, chosen by record id (the same split on every run and machine)'})
-    packing: bool = field(default=False, metadata={'help': 'pack several records into each row of up to --model_max_length tokens '
-                          '(position_ids restart per record, no attention across records): no padding'})
-
-@dataclass
-class TrainingArguments(transformers.TrainingArguments, LoraFlags):
-    "`transformers.TrainingArguments` plus LLaVA's training flags (same names and defaults); the LoRA flags are `loading.LoraFlags`'."
-    cache_dir: str|None = field(default=None, metadata={'help': "Hub cache folder for the model, processor and config "
-                                "(from_pretrained's cache_dir); default: the Hugging Face cache"})
-    optim: str = field(default='adamw_torch_fused', metadata={'help': "transformers' default: AdamW as one fused kernel (LLaVA's "
-                       "train.py used adamw_torch, the same update in a per-tensor loop, ~3x slower per optimizer step on CPU)"})
-    remove_unused_columns: bool = field(default=False)
-    freeze_mm_mlp_adapter: bool = field(default=False, metadata={'help': 'keep the projector frozen'})
-    mpt_attn_impl: str|None = field(default='triton', metadata={'help': "accepted for compatibility with LLaVA's train.py; does nothing (MPT models only)"})
-    model_max_length: int = field(default=512, metadata={'help': 'maximum sequence length, image tokens included'})
-    lora_weight_path: str = field(default='', metadata={'help': "accepted for compatibility with LLaVA's train.py, which "
-                                  "declares but never reads it; does nothing (to continue training, use --resume_from_checkpoint)"})
-    group_by_modality_length: bool = field(default=False, metadata={'help': 'keep image and text-only records in separate steps'})
-    evaluation_strategy: str|None = field(default=None, metadata={'help': 'old name of --eval_strategy'})
-    warmup_ratio: float|None = field(default=None, metadata={'help': 'old name of a fractional --warmup_steps (share of the total steps)'})
-    eval_generate: bool = field(default=False, metadata={'help': 'at each evaluation also answer the held-out questions by batched greedy '
-                                'generation and log exact-match accuracy (eval_accuracy)'})
-    eval_max_records: int = field(default=64, metadata={'help': 'with --eval_generate: at most this many held-out records are answered '
-                                  '(the first ones; 0: all)'})
-
-    def __post_init__(self):
-        self.check_lora_flags()
-        check_deepspeed_config(self.deepspeed, self.learning_rate, self.mm_projector_lr)   # at parse time, once
-        if self.evaluation_strategy is not None: self.eval_strategy = self.evaluation_strategy
-        if self.warmup_ratio is not None: self.warmup_steps = self.warmup_ratio
-        if self.load_best_model_at_end and self.save_strategy == 'no':
-            raise ValueError("--load_best_model_at_end True needs checkpoints to choose from: drop --save_strategy no (checkpoints "
-                             "every --save_steps), or drop --load_best_model_at_end")
-        if self.load_best_model_at_end and self.eval_strategy in ('no', None):
-            self.eval_strategy = self.save_strategy   # evaluate when a checkpoint is written (the Trainer's requirement)
-            if self.eval_steps is None: self.eval_steps = self.save_steps
-        if (self.metric_for_best_model or '').removeprefix('eval_') == 'accuracy' and not self.eval_generate:
-            raise ValueError(f"--metric_for_best_model {self.metric_for_best_model} needs --eval_generate True (accuracy comes from "
-                             "generated answers); or use the validation loss: drop the flag")
-        cuda = torch.cuda.is_available()
-        if self.bf16 and not (cuda and torch.cuda.is_bf16_supported()) and not self.use_cpu:
-            print("llava_lora_train: note: --bf16 asked but no GPU with bf16 here: training in float32")
-            self.bf16 = False
-        if self.tf32 and not cuda:
-            print("llava_lora_train: note: --tf32 ignored (no CUDA GPU)"); self.tf32 = None
-        if self.fp16 and not cuda:
-            print("llava_lora_train: note: --fp16 asked but no GPU here: training in float32"); self.fp16 = False
-        if not cuda and int(os.environ.get('WORLD_SIZE', 1)) > 1:  # several CPU processes (torchrun): accelerate needs use_cpu for gloo DDP
-            if self.deepspeed:
-                raise ValueError("DeepSpeed across several processes needs GPUs (accelerate does not set DeepSpeed up between CPU "
-                                 "processes): on CPU run several processes without --deepspeed (DDP over gloo), or one process with it")
-            self.use_cpu = True
-        super().__post_init__()
-
-# %% ../nbs/07b_train.ipynb #c92bf374
-def _vision_name_geometry(name:str):
-    "(patch, image size) from a CLIP tower name like `openai/clip-vit-large-patch14-336`, or None."
-    import re
-    m = re.search(r'patch(\d+)(?:-(\d+))?', name)
-    if not m: return None
-    return int(m.group(1)), int(m.group(2) or 224)
-
-def check_architecture(model_args:ModelArguments, # parsed model flags
-                       config)->list: # the checkpoint's config (`LlavaConfig` or a dict of an original-layout config.json)
-    "Check LLaVA's architecture flags against the checkpoint: returns notes for consistent ones, raises `ValueError` listing the others."
-    cfg = config if isinstance(config, dict) else config.to_dict()
-    vc = cfg.get('vision_config') or {}
-    notes, errors, a = [], [], model_args
-    if a.vision_tower:
-        geo, orig = _vision_name_geometry(a.vision_tower), cfg.get('mm_vision_tower')
-        have = (vc.get('patch_size'), vc.get('image_size'))
-        if orig is not None and orig == a.vision_tower or geo is not None and geo == have:
-            notes.append(f"--vision_tower {a.vision_tower}: matches the checkpoint's tower (patch {have[0]}, {have[1]} px); its weights come from the checkpoint")
-        else: errors.append(f"--vision_tower {a.vision_tower} does not match the checkpoint's CLIP tower (patch {have[0]}, {have[1]} px): "
-                            "drop the flag (the checkpoint's own tower is used) or pick a checkpoint built with that tower")
-    if a.mm_vision_select_layer is not None:
-        have = cfg.get('vision_feature_layer', cfg.get('mm_vision_select_layer'))
-        if have == a.mm_vision_select_layer: notes.append(f"--mm_vision_select_layer {have}: matches the checkpoint")
-        else: errors.append(f"--mm_vision_select_layer {a.mm_vision_select_layer} but the checkpoint uses {have}: pass {have} or drop the flag")
-    if a.mm_projector_type is not None:
-        act = cfg.get('projector_hidden_act', 'gelu')
-        if a.mm_projector_type == 'mlp2x_gelu' and act == 'gelu': notes.append("--mm_projector_type mlp2x_gelu: matches the checkpoint's projector")
-        else: errors.append(f"--mm_projector_type {a.mm_projector_type} is not supported: LlavaForConditionalGeneration has a two-layer "
-                            f"{act} projector (mlp2x_{act}); pass mlp2x_gelu or drop the flag")
-    for flag, ok in (('mm_use_im_start_end', False), ('mm_use_im_patch_token', False)):
-        v = getattr(a, flag)
-        if v is None: continue
-        if v == ok: notes.append(f"--{flag} {v}: as LLaVA-1.5")
-        else: errors.append(f"--{flag} {v} is not supported (LLaVA-1.5 and llava-hf checkpoints use False): pass False or drop the flag")
-    try: nxt = family_of(cfg).name == 'next'
-    except LlavaLoraError: nxt = False
-    what = 'LLaVA-NeXT' if nxt else 'LLaVA-1.5'
-    for flag, ok in (('mm_patch_merge_type', 'spatial_unpad' if nxt else 'flat'), ('mm_vision_select_feature', 'patch')):
-        v = getattr(a, flag)
-        if v is None: continue
-        if v == ok: notes.append(f"--{flag} {v}: as {what}")
-        else: errors.append(f"--{flag} {v} is not supported for this {what} checkpoint: only {ok!r}; pass {ok} or drop the flag")
-    if errors: raise ValueError("Architecture flags inconsistent with the checkpoint:\n  - " + "\n  - ".join(errors))
-    return notes
+__all__ = ['TRAIN_HELP_NOTE', 'check_zero3_quantization', 'load_qlora_for_zero3', 'upcast_trainable_non_lora', 'run_header',
+           'LogTable', 'log_table', 'train', 'FinetuneResult', 'finetune', 'train_cli']
 
 # %% ../nbs/07b_train.ipynb #4d33ac33
 def _zero3(ds)->bool:
@@ -247,22 +117,6 @@ def run_header(model, # the model about to train (PEFT-wrapped or not)
     lines.append(describe_clipping(training_args))
     return lines
 
-_REPORTERS = {'wandb': ('wandb', 'is_wandb_available'), 'tensorboard': ('tensorboard', 'is_tensorboard_available'),
-              'comet_ml': ('comet_ml', 'is_comet_available'), 'mlflow': ('mlflow', 'is_mlflow_available'),
-              'neptune': ('neptune', 'is_neptune_available'), 'clearml': ('clearml', 'is_clearml_available'),
-              'dvclive': ('dvclive', 'is_dvclive_available'), 'azure_ml': ('azureml-core', 'is_azureml_available'),
-              'codecarbon': ('codecarbon', 'is_codecarbon_available'), 'dagshub': ('dagshub', 'is_dagshub_available'),
-              'swanlab': ('swanlab', 'is_swanlab_available'), 'trackio': ('trackio', 'is_trackio_available'),
-              'flyte': ('flytekit', 'is_flytekit_available')}
-
-def check_report_to(report_to): # `--report_to`: a name, a list of names, 'all' or 'none'
-    "Refuse, in one line, a `--report_to` integration whose package is not installed (instead of a traceback at the trainer's start)."
-    from transformers.integrations import integration_utils as iu
-    for n in [report_to] if isinstance(report_to, str) else list(report_to or []):
-        pkg, fn = _REPORTERS.get(n, (None, None))
-        if fn and hasattr(iu, fn) and not getattr(iu, fn)():
-            raise ValueError(f"--report_to {n}: the {pkg} package is not installed; install it (pip install {pkg}) or pass --report_to none")
-
 # %% ../nbs/07b_train.ipynb #bbbc1267
 class LogTable(str):
     "A markdown table that a notebook renders as a table."
@@ -321,7 +175,7 @@ def _check_start(model_args, training_args):
 
 def _held_out(records, data_args, processor, training_args, template, main, say):
     "`(training records, held-out records or None)` from `--data_path`'s `records` and `--eval_data_path` or `--val_size`; the eval strategy set to match."
-    from llava_lora_nb.dataset import validate_or_raise
+    from llava_lora_nb.check import validate_or_raise
     from llava_lora_nb.records import load_records, split_by_id
     held, a = None, training_args
     if data_args.eval_data_path and data_args.val_size:
@@ -365,7 +219,8 @@ def _data_summary(data_args, records, held, training_args)->dict:
 
 def _train(model_args, data_args, training_args, callbacks=None, verbose=True):
     "`train`, returning `(output folder, trainer)`."
-    from llava_lora_nb.dataset import validate_or_raise, LazySupervisedDataset, data_collator
+    from llava_lora_nb.dataset import LazySupervisedDataset, data_collator
+    from llava_lora_nb.check import validate_or_raise
     from llava_lora_nb.records import load_records
     from llava_lora_nb.loading import load_for_training, llava_hf_folder
     from llava_lora_nb.output import base_fingerprint
@@ -415,7 +270,7 @@ def _train(model_args, data_args, training_args, callbacks=None, verbose=True):
     tok = processor.tokenizer
     aspect = 'anyres' if dataset.anyres else data_args.image_aspect_ratio   # LLaVA-NeXT: its processor's any-resolution, whatever the flag
     if data_args.packing:   # rows of several records (position_ids restart per record): the same rows on every process and at resume
-        from llava_lora_nb.dataset import PackedDataset
+        from llava_lora_nb.packing import PackedDataset
         dataset = PackedDataset(dataset, seed=training_args.data_seed if training_args.data_seed is not None else training_args.seed,
                                 progress=main and not training_args.disable_tqdm)
         say(f"llava_lora_train: packing: {dataset!r}")
@@ -488,12 +343,6 @@ class FinetuneResult:
         m = '\n'.join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in self.metrics.items())
         return f"**{self.output_dir}**\n\n| metric | value |\n|---|---:|\n{m}\n"
 
-def _resolve_deepspeed(v):
-    "A DeepSpeed config path, with the bundled short names `zero2`, `zero3`, `zero3_offload` (with or without .json) resolved."
-    if isinstance(v, str) and not Path(v).exists() and v.removesuffix('.json') in ('zero2', 'zero3', 'zero3_offload'):
-        return str(deepspeed_config(v))
-    return v
-
 def finetune(model_name_or_path:str, # LLaVA checkpoint (llava-hf or original layout): local folder or Hub id
              data_path:str,          # LLaVA conversation JSON / JSONL
              image_folder:str|None,  # folder the records' image paths are relative to
@@ -524,28 +373,6 @@ def finetune(model_name_or_path:str, # LLaVA checkpoint (llava-hf or original la
     return FinetuneResult(out, trainer.final_metrics, list(trainer.state.log_history), best)
 
 # %% ../nbs/07b_train.ipynb #72f925ef
-def parse_args(argv:list|None=None):
-    "Parse `llava_lora_train` arguments: original `train.py` flags, or one JSON/YAML config file."
-    parser = transformers.HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if len(argv) == 1 and argv[0].endswith('.json'):
-        return parser.parse_json_file(json_file=os.path.abspath(argv[0]), allow_extra_keys=False)
-    if len(argv) == 1 and argv[0].endswith(('.yaml', '.yml')):
-        return parser.parse_yaml_file(yaml_file=os.path.abspath(argv[0]), allow_extra_keys=False)
-    if '--deepspeed' in argv:
-        i = argv.index('--deepspeed') + 1
-        if i < len(argv): argv[i] = _resolve_deepspeed(argv[i])
-    try: return parser.parse_args_into_dataclasses(argv)
-    except ValueError as e:   # HfArgumentParser's "Some specified arguments are not used": name them, with the closest flags
-        if 'not used by the HfArgumentParser' not in str(e): raise
-        import difflib
-        known = {o for a in parser._actions for o in a.option_strings}
-        opts = sorted(o for o in known if o.startswith('--') and '-' not in o[2:])   # the --flag_name spellings
-        bad = [a.split('=')[0] for a in argv if a.startswith('--') and a.split('=')[0] not in known] or [str(e)]
-        close = lambda b: difflib.get_close_matches('--' + b[2:].replace('-', '_'), opts, n=2)
-        raise ValueError("unknown flag(s) " + ', '.join(b + (f" (did you mean {' or '.join(m)}?)" if (m := close(b)) else '')
-                                                       for b in bad) + ": see llava_lora_train --help") from None
-
 def _train_main(argv:list):
     if '--help' in argv or '-h' in argv: print(TRAIN_HELP_NOTE)
     # a bare `--debug` is the CLI policy's (tracebacks); `--debug VALUE` stays transformers' own flag

@@ -9,7 +9,8 @@ from conftest import run_cli
 pytestmark = pytest.mark.e2e   # trains, merges or runs console scripts: not in `make test-fast`
 
 def _datasets(ckpt, data, folder, max_length=256):
-    from llava_lora_nb.dataset import LazySupervisedDataset, PackedDataset
+    from llava_lora_nb.dataset import LazySupervisedDataset
+    from llava_lora_nb.packing import PackedDataset
     proc = transformers.AutoProcessor.from_pretrained(ckpt)
     ds = LazySupervisedDataset(data, folder, proc, template='v1', model_max_length=max_length, progress=False)
     ds.records = ds.records[:20]   # 20 records: a few rows, both modalities
@@ -33,7 +34,8 @@ def _forward(model, batch):
 
 @pytest.mark.parametrize('bits', [16, 4], ids=['lora', 'qlora'])
 def test_packed_equals_padded(tiny_ckpt, shapes, bits):
-    from llava_lora_nb.dataset import data_collator, per_record_losses
+    from llava_lora_nb.dataset import data_collator
+    from llava_lora_nb.packing import per_record_losses
     data, _, folder = shapes
     ds, pds = _datasets(tiny_ckpt, data, folder)
     assert len(pds) < len(ds) and any(pds.has_image) and not all(pds.has_image)   # several records a row; both kinds of row
@@ -103,7 +105,8 @@ class _Stop(transformers.TrainerCallback):
 def test_packing_resume_matches(tmp_path, tiny_ckpt, shapes, capsys):
     "Interrupted after the checkpoint at step 2 and resumed: the packed run ends with the uninterrupted run's weights (same rows, same order)."
     from safetensors.torch import load_file
-    from llava_lora_nb.train import parse_args, train
+    from llava_lora_nb.arguments import parse_args
+    from llava_lora_nb.train import train
     data, _, folder = shapes
     argv = lambda out: ['--model_name_or_path', str(tiny_ckpt), '--data_path', str(data), '--image_folder', str(folder),
                         '--output_dir', str(out), '--max_steps', '4', '--save_steps', '2', *FLAGS]

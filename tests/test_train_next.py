@@ -29,7 +29,8 @@ def test_next_images_train_reload_merge(tmp_path, next_ckpt, next_shapes):
     "LoRA on the tiny NeXT checkpoint with any-resolution images: the loss falls, image_newline trains, the output reloads and merges."
     data, folder = next_shapes
     assert _data_side_ready(next_ckpt, data, folder)   # the dataset gives any-resolution batches (image_sizes)
-    from llava_lora_nb.train import parse_args, train
+    from llava_lora_nb.arguments import parse_args
+    from llava_lora_nb.train import train
     from llava_lora_nb.output import load_adapter_model, read_non_lora_trainables
     from llava_lora_nb.merge import merge_lora, probe_batch, logits_error, _logits, MERGE_TOLERANCE
     from transformers import LlavaNextForConditionalGeneration
@@ -88,7 +89,8 @@ def test_next_resume_restores_image_newline(tmp_path, next_ckpt, capsys):
     "A NeXT run stopped at a checkpoint resumes from it: the checkpoint's image_newline (a non-LoRA trainable) is the one training continues from."
     from safetensors.torch import load_file, save_file
     from llava_lora_nb.testing import make_shapes_dataset
-    from llava_lora_nb.train import parse_args, train
+    from llava_lora_nb.arguments import parse_args
+    from llava_lora_nb.train import train
     data = make_shapes_dataset(tmp_path/'text', n=16, seed=0, text_only=1.0)
     flags = _flags(next_ckpt, data, tmp_path/'text', tmp_path/'out', '--save_steps', '2', '--weight_decay', '0.0')
     train(*parse_args(flags + ['--max_steps', '2']), verbose=False)

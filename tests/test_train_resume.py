@@ -2,7 +2,8 @@
 import json
 from pathlib import Path
 import pytest, torch, transformers
-from llava_lora_nb.train import parse_args, train
+from llava_lora_nb.arguments import parse_args
+from llava_lora_nb.train import train
 from llava_lora_nb.trainer import LLaVATrainer, is_projector_param
 from llava_lora_nb.output import load_adapter_model, NON_LORA_NAME
 from safetensors.torch import load_file

@@ -3,7 +3,8 @@ import json
 from pathlib import Path
 import pytest, torch, transformers
 from conftest import run_cli
-from llava_lora_nb.train import parse_args, train
+from llava_lora_nb.arguments import parse_args
+from llava_lora_nb.train import train
 from llava_lora_nb.output import MM_PROJECTOR_NAME, NON_LORA_NAME, SETTINGS_NAME, load_adapter_model
 
 pytestmark = pytest.mark.e2e   # trains, merges or runs console scripts: not in `make test-fast`
