@@ -235,7 +235,7 @@ if d:
             "  its collator tokenizes and processes images per batch (inside the timed steps), and it logs token accuracy and entropy each step.",
             "  `SFTConfig` defaults to `bf16=True` (autocast, also on CPU) and `gradient_checkpointing=True`; both are set to False here so that",
             "  (d) does the same float32 work as (a)–(c) on the same batches (its padding and tokens per step equal (a)'s: the same sampler and seed).",
-            "- Equal losses: packing changes no record's loss (`tests/test_packing.py`, `nbs/03_dataset.ipynb`); the final losses differ between methods only",
+            "- Equal losses: packing changes no record's loss (`tests/test_packing.py`, `nbs/03b_packing.ipynb`); the final losses differ between methods only",
             "  because the optimizer steps see different groupings of records.", "", "![packing](packing.png)", ""]
 out += ["## 5. GPU (LLaVA-1.5-7B-shaped, random weights, batch 16 × 2048)", "",
         "**Not run in this environment: no GPU was lent to this session.** `bench/bench_gpu.py` is written for a CUDA machine",

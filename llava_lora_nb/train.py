@@ -393,3 +393,8 @@ def train_cli(argv:list|None=None):
     os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
     rc = run_cli('llava_lora_train', _train_main, argv)
     if rc: sys.exit(rc)
+
+# %% ../nbs/07b_train.ipynb #5cfd6bee
+#| eval: false
+if __name__ == '__main__' and Path(sys.argv[0]).name == 'train.py':   # `python -m llava_lora_nb.train ...`, `deepspeed --module llava_lora_nb.train ...`
+    train_cli()

@@ -85,41 +85,51 @@ def test_site_has_the_pages(site):
     for p in pages: assert (Path(site)/p).stat().st_size > 1000, p
     assert (Path(site)/'styles.css').exists()
 
-def test_every_page_loads_clean_with_working_links(site, server, browser):
-    problems, internal = [], {}
+@pytest.fixture(scope='module')
+def visits(site, server, browser):
+    """Every page opened once in the browser: {page name: what the checks below look at}, collected in one visit
+    (console and page errors, failed requests, links, navigation, images in outputs, headings and table of contents,
+    output text) so that each page loads once, not once per check."""
+    out = {}
     for name in _pages(site):
-        url = urljoin(server, name)
-        page, console, pageerr, failed = _visit(browser, url)
-        problems += [f'{name}: console error: {m}' for m in console] + [f'{name}: page error: {m}' for m in pageerr]
-        problems += [f'{name}: request failed: {m}' for m in failed]
-        refs = page.eval_on_selector_all('a[href]', 'els => els.map(e => e.href)') + \
-               page.eval_on_selector_all('img[src], link[href], script[src]', 'els => els.map(e => e.src || e.href)')
-        for r in refs:
+        page, console, pageerr, failed = _visit(browser, urljoin(server, name))
+        out[name] = dict(
+            console=console, pageerr=pageerr, failed=failed,
+            refs=page.eval_on_selector_all('a[href]', 'els => els.map(e => e.href)') +
+                 page.eval_on_selector_all('img[src], link[href], script[src]', 'els => els.map(e => e.src || e.href)'),
+            nav=set(page.eval_on_selector_all('nav.md-nav--primary a.md-nav__link[href]', 'els => els.map(e => e.href.split("#")[0])')),
+            imgs=page.eval_on_selector_all('.jp-OutputArea-output img', 'els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight])'),
+            n_headings=page.locator('.md-content h2, .md-content h3').count(),
+            toc=page.eval_on_selector_all('.md-sidebar--secondary nav a[href]', 'els => els.map(e => e.getAttribute("href"))'),
+            toc_visible=page.locator('.md-sidebar--secondary').first.is_visible(),
+            outputs=page.eval_on_selector_all('.md-content .jp-OutputArea', 'els => els.map(e => e.innerText)'))   # outputs, not prose about them
+        page.close()
+    return out
+
+def test_every_page_loads_clean_with_working_links(site, server, visits):
+    problems, internal = [], {}
+    for name, v in visits.items():
+        problems += [f'{name}: console error: {m}' for m in v['console']] + [f'{name}: page error: {m}' for m in v['pageerr']]
+        problems += [f'{name}: request failed: {m}' for m in v['failed']]
+        for r in v['refs']:
             u = urlparse(r)
             if u.scheme in ('http', 'https') and u.netloc == urlparse(server).netloc:
                 internal.setdefault(r.split('#')[0], name)
-        nav = set(page.eval_on_selector_all('nav.md-nav--primary a.md-nav__link[href]',
-                                            'els => els.map(e => e.href.split("#")[0])'))
-        if len(nav) < len(_pages(site)): problems.append(f'{name}: navigation has {len(nav)} pages of {len(_pages(site))}')
-        page.close()
+        if len(v['nav']) < len(visits): problems.append(f"{name}: navigation has {len(v['nav'])} pages of {len(visits)}")
     for target, src in sorted(internal.items()):
         try: code = urlopen(target, timeout=10).status
         except HTTPError as e: code = e.code
         if code != 200: problems.append(f'{src}: broken internal link {target} (HTTP {code})')
     assert not problems, '\n'.join(problems)
-    assert len(internal) >= len(_pages(site))  # at least the sidebar links were checked
+    assert len(internal) >= len(visits)  # at least the sidebar links were checked
 
-def test_plots_are_images(site, server, browser):
+def test_plots_are_images(site, visits):
     "Pages whose notebooks draw plots show them as loaded images of nonzero size."
     with_plots = []
-    for name in _pages(site):
+    for name, v in visits.items():
         if not re.search(r'<img[^>]+src="data:image/png;base64', (Path(site)/name).read_text()): continue
-        page, *_ = _visit(browser, urljoin(server, name))
-        sizes = page.eval_on_selector_all('.jp-OutputArea-output img',
-                                          'els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight])')
-        page.close()
-        assert sizes, f'{name}: has PNG data but no <img> in its outputs'
-        bad = [s for s in sizes if not (s[0] and s[1] > 0 and s[2] > 0)]
+        assert v['imgs'], f'{name}: has PNG data but no <img> in its outputs'
+        bad = [s for s in v['imgs'] if not (s[0] and s[1] > 0 and s[2] > 0)]
         assert not bad, f'{name}: images that did not render: {bad}'
         with_plots.append(name)
     assert with_plots, 'no page of the site has a plot'
@@ -155,30 +165,21 @@ def test_search_finds_a_function(site, server, browser):
     page.close()
     assert any(urlparse(h).path.endswith('/targets.html') for h in hrefs), hrefs
 
-def test_every_page_has_a_table_of_contents(site, server, browser):
+def test_every_page_has_a_table_of_contents(visits):
     "Each page with section headings shows them in the right-hand table of contents."
-    missing = []
-    for name in _pages(site):
-        page, *_ = _visit(browser, urljoin(server, name))
-        n_headings = page.locator('.md-content h2, .md-content h3').count()
-        toc = page.eval_on_selector_all('.md-sidebar--secondary nav a[href]', 'els => els.map(e => e.getAttribute("href"))')
-        visible = page.locator('.md-sidebar--secondary').first.is_visible()
-        page.close()
-        if n_headings and (not toc or not visible): missing.append(f'{name}: {n_headings} headings, {len(toc)} ToC links, visible={visible}')
+    missing = [f"{name}: {v['n_headings']} headings, {len(v['toc'])} ToC links, visible={v['toc_visible']}"
+               for name, v in visits.items() if v['n_headings'] and (not v['toc'] or not v['toc_visible'])]
     assert not missing, '\n'.join(missing)
 
 _NOISE = {'frozen progress bar': re.compile(r'(?m)^.*\b0%\|.*$'), '[WARNING] line': re.compile(r'(?m)^.*\[WARNING\].*$'),
           'traceback': re.compile(r'(?m)^.*Traceback \(most recent call last\).*$')}
 
-def test_no_frozen_progress_bars_warnings_or_tracebacks(site, server, browser):
+def test_no_frozen_progress_bars_warnings_or_tracebacks(visits):
     "No page shows a progress bar stuck at 0%, a `[WARNING]` log line or a traceback (outputs a reader should not see)."
     found, n_outputs = [], 0
-    for name in _pages(site):
-        page, *_ = _visit(browser, urljoin(server, name))
-        outs = page.eval_on_selector_all('.md-content .jp-OutputArea', 'els => els.map(e => e.innerText)')   # outputs, not prose about them
-        page.close()
-        n_outputs += len(outs)
-        text = '\n'.join(outs)
+    for name, v in visits.items():
+        n_outputs += len(v['outputs'])
+        text = '\n'.join(v['outputs'])
         for kind, rx in _NOISE.items():
             hits = [m.group(0).strip() for m in rx.finditer(text)]
             if hits: found.append(f'{name}: {len(hits)} × {kind}, e.g. {hits[0][:140]!r}')

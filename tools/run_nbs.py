@@ -85,11 +85,19 @@ def run_one(path:str, timeout:int=1200, dest:str|None=None, run_all:bool=False, 
     run = nbformat.v4.new_notebook(metadata=nb.metadata)
     idx = [i for i, c in enumerate(nb.cells) if i not in keep]
     run.cells = [nb.cells[i] for i in idx]
-    try:
-        NotebookClient(run, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(path.parent)}},
-                       extra_arguments=['--IPKernelApp.log_level=40']).execute()
-    except Exception as e:
-        return path.name, time.time() - start, _error_text(e)
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError
+    for attempt in (1, 2):
+        try:
+            NotebookClient(run, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(path.parent)}},
+                           extra_arguments=['--IPKernelApp.log_level=40']).execute()
+            break
+        except (CellExecutionError, CellTimeoutError) as e:   # a cell failed: the notebook's own error
+            return path.name, time.time() - start, _error_text(e)
+        except Exception as e:   # the kernel did not start (e.g. a port taken between its choice and its bind): once more
+            if attempt == 2: return path.name, time.time() - start, f'the kernel failed twice: {_error_text(e)}'
+            print(f'  {path.name}: the kernel did not start ({type(e).__name__}: {str(e)[:120]}); starting it again', flush=True)
+            for c in run.cells:
+                if c.cell_type == 'code': c.outputs, c.execution_count = [], None
     for j, i in enumerate(idx): nb.cells[i] = run.cells[j]
     if dest:
         nbformat.write(nb, Path(dest)/path.name)
@@ -128,10 +136,10 @@ def main(argv=None):
         (dest/STAMP).unlink(missing_ok=True)
     threads = max(1, (os.cpu_count() or 2) // max(1, a.n_workers))
     failed, times, t0 = {}, {}, time.time()
-    # slowest first (last run's timings), so that the last notebook to finish is a short one
+    # slowest first (last run's timings; with none, the Run-All ones: the tutorial), so that the last to finish is a short one
     prev = {}
     if dest and (dest/'.timings.json').exists(): prev = json.loads((dest/'.timings.json').read_text())
-    nbs.sort(key=lambda n: -prev.get(n.name, 0))
+    nbs.sort(key=lambda n: (-prev.get(n.name, 0), n.name not in run_all))
     with ProcessPoolExecutor(a.n_workers, mp_context=mp.get_context('spawn')) as ex:
         futs = [ex.submit(run_one, str(n), a.timeout, str(dest) if dest else None, n.name in run_all, threads) for n in nbs]
         for f in as_completed(futs):
