@@ -13,6 +13,15 @@ def pytest_configure(config):
     config.addinivalue_line('markers', 'e2e: an end-to-end test (trains, merges or runs console scripts on the tiny models); '
                                        '`make test-fast` leaves these out')
 
+# the files whose tests take longest go first, so that two workers finish together instead of one waiting on the other's
+# last long test (figures from `make test`'s report: tools/test_report.py)
+_FIRST = ['test_train_next', 'test_demo', 'test_train_deepspeed', 'test_packing', 'test_bench', 'test_train_cli', 'test_train_resume',
+          'test_validate', 'test_train_stages', 'test_merge', 'test_docs']
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(_FIRST)}
+    items.sort(key=lambda it: rank.get(Path(str(it.fspath)).stem, len(_FIRST)))   # stable: the order within a file is kept
+
 def run_cli(name, *args, timeout=600, env=None, cwd=None):
     "Run console script `name` from this venv as a subprocess; returns the CompletedProcess (text)."
     e = {**os.environ, 'TOKENIZERS_PARALLELISM': 'false', 'HF_HUB_OFFLINE': '1', **(env or {})}
