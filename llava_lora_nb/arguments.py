@@ -12,6 +12,7 @@ import transformers
 from .core import LlavaLoraError
 from .families import family_of
 from .loading import LoraFlags
+from .images import IMAGE_ASPECT_RATIOS
 from .trainer import deepspeed_config, check_deepspeed_config
 
 # %% auto #0
@@ -51,6 +52,12 @@ class DataArguments:
                             'records of --data_path, chosen by record id (the same split on every run and machine)'})
     packing: bool = field(default=False, metadata={'help': 'pack several records into each row of up to --model_max_length tokens '
                           '(position_ids restart per record, no attention across records): no padding'})
+    def __post_init__(self):
+        if self.image_aspect_ratio not in IMAGE_ASPECT_RATIOS:   # a typo ('padd') would otherwise mean 'square': another preprocessing
+            import difflib
+            close = difflib.get_close_matches(str(self.image_aspect_ratio), IMAGE_ASPECT_RATIOS, n=1)
+            raise ValueError(f"--image_aspect_ratio {self.image_aspect_ratio}: choose one of {', '.join(IMAGE_ASPECT_RATIOS)}"
+                             + (f" (did you mean {close[0]}?)" if close else ''))
 
 @dataclass
 class TrainingArguments(transformers.TrainingArguments, LoraFlags):

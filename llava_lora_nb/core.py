@@ -10,7 +10,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['USAGE_ERROR', 'STARTUP_NOISE', 'NOISE_WARNINGS', 'LlavaLoraError', 'ArgumentParser', 'run_cli', 'staged_folder',
-           'unreadable_file', 'check_safetensors', 'in_notebook', 'progress', 'needs', 'quiet_startup_noise']
+           'unreadable_file', 'check_safetensors', 'path_relation', 'in_notebook', 'progress', 'needs',
+           'quiet_startup_noise']
 
 # %% ../nbs/00_core.ipynb #1f4acecc
 class LlavaLoraError(ValueError):
@@ -91,6 +92,15 @@ def check_safetensors(path) -> Path:
         with safe_open(str(path), 'pt') as f: f.keys()
     except Exception as e: raise unreadable_file(path, e) from None
     return Path(path)
+
+# %% ../nbs/00_core.ipynb #e90e5552
+def path_relation(out,    # a path about to be written
+                  inp):   # an input path (a missing one relates to nothing)
+    "'is', 'is inside' or 'contains' when `out` is, is inside or contains `inp` (both resolved), else None."
+    inp = Path(inp).expanduser()
+    if not inp.exists(): return None
+    o, q = Path(out).expanduser().resolve(), inp.resolve()
+    return 'is' if o == q else 'is inside' if q in o.parents else 'contains' if o in q.parents else None
 
 # %% ../nbs/00_core.ipynb #ba31cfe0
 def in_notebook()->bool:

@@ -60,6 +60,9 @@ def validate_records(records,                    # list of records (e.g. from `l
     if not isinstance(records, list):
         rep.problems.append(Problem(None, None, 'file', f"the top level must be a list of records, found a {type(records).__name__}"))
         return rep
+    if not records:   # would pass every per-record check, then fail (or train on nothing) after the model has loaded
+        rep.problems.append(Problem(None, None, 'file', "the data holds no records: nothing to train or evaluate on"))
+        return rep
     seen, lengths, truncated, tpl = {}, [], 0, get_template(template)
     tok = _tokenizer(processor) if processor is not None else None
     anyres, image_tokens = processor is not None and is_anyres(processor), []   # LLaVA-NeXT: image tokens depend on each image's size

@@ -12,8 +12,8 @@ from .families import family_of
 from .records import DataError
 
 # %% auto #0
-__all__ = ['is_anyres', 'image_size_of', 'anyres_grid', 'anyres_image_tokens', 'show_anyres', 'to_rgb', 'open_image',
-           'expand2square', 'process_image', 'image_crop', 'finish_image', 'pixel_lut']
+__all__ = ['IMAGE_ASPECT_RATIOS', 'is_anyres', 'image_size_of', 'anyres_grid', 'anyres_image_tokens', 'show_anyres', 'to_rgb',
+           'open_image', 'expand2square', 'process_image', 'image_crop', 'finish_image', 'pixel_lut']
 
 # %% ../nbs/01a_images.ipynb #60f222ae
 def is_anyres(processor):  # a processor, or its image processor
@@ -118,6 +118,8 @@ def expand2square(img,               # PIL image
     return out
 
 # %% ../nbs/01a_images.ipynb #00659cc9
+IMAGE_ASPECT_RATIOS = ('pad', 'square', 'resize', 'anyres')   # LLaVA's values (anyres: LLaVA-NeXT, recorded, the processor tiles)
+
 def _prepare_image(img, ip, image_aspect_ratio):
     "The PIL image the image processor `ip` receives: RGB, padded to a square ('pad') or squashed ('resize'); any-resolution: RGB as it is."
     if not isinstance(img, Image.Image): img = open_image(img)

@@ -8,7 +8,7 @@ import json, math, os, re, shutil, sys, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import torch
-from .core import LlavaLoraError, ArgumentParser, run_cli, staged_folder
+from .core import LlavaLoraError, ArgumentParser, run_cli, staged_folder, path_relation
 from .output import (NON_LORA, SETTINGS_NAME, RunSettings, is_adapter_dir, check_base_exists, check_adapter_folder,
                      check_inputs, check_adapter_matches, read_non_lora_trainables, checkpoint_dtype, load_adapter_model,
                      write_model_card)
@@ -25,13 +25,8 @@ class MergeError(LlavaLoraError):
 
 def check_output_path(output_dir, adapter_dir, model_base):
     "Refuse an `output_dir` that is, is inside, or contains the adapter folder or the base folder (symlinks and `..` resolved)."
-    o = Path(output_dir).expanduser().resolve()
     for what, p in (('adapter folder (--model-path)', adapter_dir), ('base folder (--model-base)', model_base)):
-        q = Path(p).expanduser()
-        if not q.exists(): continue
-        q = q.resolve()
-        rel = 'is' if o == q else 'is inside' if q in o.parents else 'contains' if o in q.parents else None
-        if rel: raise MergeError(f"--save-model-path {output_dir} {rel} the {what} {p}: writing the merge there would destroy "
+        if rel := path_relation(output_dir, p): raise MergeError(f"--save-model-path {output_dir} {rel} the {what} {p}: writing the merge there would destroy "
                                  "its input (refused even with --overwrite); choose a folder outside both inputs.")
 
 def _is_4bit(folder) -> bool:

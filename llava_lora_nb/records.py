@@ -12,7 +12,7 @@ from .core import LlavaLoraError
 # %% auto #0
 __all__ = ['DEFAULT_IMAGE_TOKEN', 'ROLES', 'TABLE_COLUMNS', 'DataError', 'load_records', 'resolve_image_path', 'Problem',
            'ValidationReport', 'record_problems', 'to_hf_messages', 'from_hf_messages', 'to_sharegpt', 'from_sharegpt',
-           'to_table', 'from_table', 'write_table', 'read_table', 'split_by_id']
+           'to_table', 'from_table', 'write_table', 'read_table', 'split_by_id', 'shared_records']
 
 # %% ../nbs/01_records.ipynb #cc6662d2
 DEFAULT_IMAGE_TOKEN = '<image>'   # the placeholder a record's first question holds for its image
@@ -284,3 +284,13 @@ def split_by_id(records:list,       # LLaVA records, each with an `id`
     key = lambda i: (hashlib.sha256(str(records[i].get('id', i)).encode()).hexdigest(), i)
     held = set(sorted(range(n), key=key)[:k])
     return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held]
+
+# %% ../nbs/01_records.ipynb #76031ac4
+def shared_records(train:list, # training records
+                   held:list,  # held-out records
+                  )->int:
+    "How many of `held` are also in `train`: the same `id`, or the same image and conversations (JSON-equal)."
+    import json
+    key = lambda r: json.dumps([r.get('image'), r.get('conversations')], sort_keys=True, default=str)
+    ids, contents = {r.get('id') for r in train if r.get('id') is not None}, {key(r) for r in train}
+    return sum((r.get('id') is not None and r.get('id') in ids) or key(r) in contents for r in held)

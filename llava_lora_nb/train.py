@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 import transformers
-from .core import LlavaLoraError, check_safetensors, run_cli, in_notebook
+from .core import LlavaLoraError, check_safetensors, run_cli, in_notebook, path_relation
 from .families import family_of
 from .loading import LoraFlags, LoraSettings
 from .output import RunSettings, write_model_card
@@ -160,10 +160,15 @@ def _resume_point(training_args)->str|None:
     if why: raise ValueError(f"--resume_from_checkpoint {resume}: {why}; pass a complete checkpoint-N, or True for the last complete one")
     return str(resume)
 
-def _check_start(model_args, training_args):
+def _check_start(model_args, data_args, training_args):
     "Checks that need no model: the output folder, the reporting integrations, the model path (its config, read once)."
     out = Path(training_args.output_dir)
     if out.exists() and not out.is_dir(): raise ValueError(f"--output_dir {out} is a file, not a folder: pass a folder (created if missing)")
+    for flag, inp, rels in (('--model_name_or_path', model_args.model_name_or_path, ('is', 'is inside', 'contains')),
+                            ('--image_folder', data_args.image_folder, ('is', 'is inside'))):
+        if inp and (rel := path_relation(out, inp)) in rels:   # an input is never an output
+            raise ValueError(f"--output_dir {out} {rel} the {flag} folder {inp}: training would write its checkpoints into it; "
+                             "choose an --output_dir outside it")
     check_report_to(training_args.report_to)
     from llava_lora_nb.loading import is_original_llava, _read_config
     if is_original_llava(model_args.model_name_or_path): return _read_config(model_args.model_name_or_path)   # converted after the data check
@@ -176,7 +181,7 @@ def _check_start(model_args, training_args):
 def _held_out(records, data_args, processor, training_args, template, main, say):
     "`(training records, held-out records or None)` from `--data_path`'s `records` and `--eval_data_path` or `--val_size`; the eval strategy set to match."
     from llava_lora_nb.check import validate_or_raise
-    from llava_lora_nb.records import load_records, split_by_id
+    from llava_lora_nb.records import load_records, split_by_id, shared_records
     held, a = None, training_args
     if data_args.eval_data_path and data_args.val_size:
         raise ValueError(f"--eval_data_path {data_args.eval_data_path} and --val_size {data_args.val_size}: pass one of them")
@@ -185,6 +190,9 @@ def _held_out(records, data_args, processor, training_args, template, main, say)
                           check_images=main, progress=main and not a.disable_tqdm)
         held = load_records(data_args.eval_data_path)
         say(f"llava_lora_train: validation data OK: {len(held)} records from {data_args.eval_data_path}")
+        if main and (dup := shared_records(records, held)):
+            print(f"llava_lora_train: warning: {dup} of the {len(held)} records of --eval_data_path {data_args.eval_data_path} are also "
+                  "training records (the same id, or the same image and conversations): their validation loss flatters the model", file=sys.stderr)
     elif data_args.val_size:
         try: records, held = split_by_id(records, data_args.val_size)
         except ValueError as e: raise ValueError(f"--val_size: {e}") from None
@@ -228,7 +236,7 @@ def _train(model_args, data_args, training_args, callbacks=None, verbose=True):
     if (note := single_process_env(training_args.deepspeed)): say(note)   # notebook users: call it before building TrainingArguments
     if not model_args.model_name_or_path: raise ValueError("--model_name_or_path is required")
     if not data_args.data_path: raise ValueError("--data_path is required")
-    config = _check_start(model_args, training_args)
+    config = _check_start(model_args, data_args, training_args)
     if training_args.lora_weight_path: say(f"llava_lora_train: note: --lora_weight_path {training_args.lora_weight_path} is ignored (as by the original train.py)")
     # 1. the data, before anything expensive (refuses to start on errors, listing them)
     model_path, original = model_args.model_name_or_path, isinstance(config, dict)   # dict: an original-layout checkpoint

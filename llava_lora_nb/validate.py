@@ -8,7 +8,7 @@ import base64, html, io, json, re, string, sys, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
-from .core import ArgumentParser, run_cli
+from .core import ArgumentParser, run_cli, path_relation
 from .output import OutputError, RunSettings, output_kind, is_adapter_dir, load_adapter_model
 from .generation import (_image, _record_image, generate_answer, generate_answers, normalize_answer, exact_match,
                                      heldout_questions, EvalResult, evaluate)
@@ -148,6 +148,8 @@ def _eval_main(argv):
     p.add_argument('--quiet', action='store_true', help='no progress bars')
     a = p.parse_args(argv)
     if a.batch_size < 1: p.error(f"argument --batch_size: must be at least 1, not {a.batch_size}")
+    if a.output and any(path_relation(o, a.data) == 'is' for o in (a.output, Path(a.output).with_suffix('.summary.json'))):
+        p.error(f"argument --output: writing {a.output} (and its .summary.json) would overwrite the --data file {a.data}: choose another file")
     from llava_lora_nb.records import load_records
     results, records = {}, load_records(a.data)
     for name, path in [('model', a.model_path)] + ([('compare', a.compare)] if a.compare else []):

@@ -23,6 +23,10 @@ def test_check_broken(shapes, tmp_path):
     _no_traceback(r)
     assert f"record 3 (id={recs[3]['id']!r}) [conversations[1].from]" in r.stdout
     assert f"record 5 (id={recs[5]['id']!r}) [image]" in r.stdout and 'absolute' in r.stdout
+    empty = tmp_path/'empty.json'; empty.write_text('[]')   # issue 25: no records is a data problem, found before training
+    r = run_cli('llava_lora_check', empty, '--image-folder', folder)
+    assert r.returncode == 1 and 'no records' in r.stdout, r.stdout + r.stderr
+    _no_traceback(r)
 
 def _usage_error(r, *words):
     "Exit 2, one `llava_lora_check: error: ...` line on stderr naming `words`, nothing on stdout, no traceback."

@@ -105,3 +105,12 @@ def test_eval_cli_batch_size_gives_the_same_answers(trained, shapes, tmp_path):
 def test_eval_cli_refuses_batch_size_zero(tmp_path):
     r = run_cli('llava_lora_eval', '--model_path', tmp_path, '--data', tmp_path/'d.json', '--image_folder', tmp_path, '--batch_size', '0')
     assert r.returncode == 2 and '--batch_size: must be at least 1, not 0' in r.stderr and 'Traceback' not in r.stderr, r.stderr
+
+def test_eval_cli_refuses_output_over_data(tmp_path):
+    "issue 25: `--output` (or its .summary.json) equal to `--data` would overwrite the questions: refused in one line, nothing loaded."
+    data = tmp_path/'q.json'; data.write_text('[]')
+    for out in (data, tmp_path/'q.jsonl'):   # q.jsonl's summary is q.summary.json, not q.json: only the first is refused
+        r = run_cli('llava_lora_eval', '--model_path', tmp_path/'no-model', '--data', data, '--image_folder', tmp_path, '--output', out)
+        if out == data:
+            assert r.returncode == 2 and 'would overwrite the --data file' in r.stderr and 'Traceback' not in r.stderr, r.stderr
+    assert data.read_text() == '[]'
