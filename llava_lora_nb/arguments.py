@@ -16,7 +16,8 @@ from .images import IMAGE_ASPECT_RATIOS
 from .trainer import deepspeed_config, check_deepspeed_config
 
 # %% auto #0
-__all__ = ['ModelArguments', 'DataArguments', 'TrainingArguments', 'check_architecture', 'check_report_to', 'parse_args']
+__all__ = ['ModelArguments', 'DataArguments', 'TrainingArguments', 'check_architecture', 'check_report_to', 'parse_args',
+           'coerce_settings']
 
 # %% ../nbs/07_arguments.ipynb #bef69e7f
 @dataclass
@@ -201,3 +202,46 @@ def parse_args(argv:list|None=None):
         close = lambda b: difflib.get_close_matches('--' + b[2:].replace('-', '_'), opts, n=2)
         raise ValueError("unknown flag(s) " + ', '.join(b + (f" (did you mean {' or '.join(m)}?)" if (m := close(b)) else '')
                                                        for b in bad) + ": see llava_lora_train --help") from None
+
+# %% ../nbs/07_arguments.ipynb #e6784d58
+_BASIC = {'bool': bool, 'int': int, 'float': float, 'str': str, 'None': type(None), 'NoneType': type(None)}
+
+def _basic_types(tp) -> set|None:
+    "The basic types (bool, int, float, str, None) an annotation allows, or None when it allows anything else too (lists, dicts, enums)."
+    import typing, types
+    if isinstance(tp, str): parts = [s.strip() for s in tp.replace('Optional[', '').replace(']', '').split('|')]
+    elif typing.get_origin(tp) in (typing.Union, types.UnionType): parts = list(typing.get_args(tp))
+    else: parts = [tp]
+    out = {_BASIC.get(x) if isinstance(x, str) else x for x in parts}
+    return out if out <= set(_BASIC.values()) else None
+
+def coerce_settings(settings:dict) -> dict:  # {flag name: value}, e.g. `finetune`'s keyword arguments
+    "The settings with each value read as `llava_lora_train` reads its flag ('False' -> False, '3' -> 3, a Path -> str); a `TypeError` naming any that cannot be."
+    import dataclasses
+    types_ = {f.name: f.type for c in (ModelArguments, DataArguments, TrainingArguments) for f in dataclasses.fields(c)}
+    out = {}
+    for k, v in settings.items():
+        allowed = _basic_types(types_[k]) if k in types_ else None
+        if allowed is None or v is None: out[k] = v; continue
+        if isinstance(v, Path) and str in allowed: v = str(v)
+        if bool in allowed:
+            if isinstance(v, str) and v.strip().lower() in ('true', 'yes', '1', 'false', 'no', '0'): v = v.strip().lower() in ('true', 'yes', '1')
+            if not isinstance(v, bool) and not (str in allowed and isinstance(v, str)): raise TypeError(f"finetune: {k}={v!r}: expected True or False")
+        elif int in allowed and float in allowed:
+            if isinstance(v, str):
+                try: v = float(v) if any(ch in v for ch in '.eE') else int(v)
+                except ValueError: pass
+            if isinstance(v, bool) or not isinstance(v, (int, float)): raise TypeError(f"finetune: {k}={v!r}: expected a number")
+        elif int in allowed:
+            try: n = int(v) if isinstance(v, str) else v
+            except ValueError: n = None
+            if isinstance(n, float) and n.is_integer(): n = int(n)
+            if isinstance(n, bool) or not isinstance(n, int): raise TypeError(f"finetune: {k}={v!r}: expected a whole number (int)")
+            v = n
+        elif float in allowed:
+            try: v = float(v) if isinstance(v, (str, int)) and not isinstance(v, bool) else v
+            except ValueError: pass
+            if not isinstance(v, float): raise TypeError(f"finetune: {k}={v!r}: expected a number (float)")
+        elif str in allowed and not isinstance(v, str): raise TypeError(f"finetune: {k}={v!r}: expected a path or name (str), not a {type(v).__name__}")
+        out[k] = v
+    return out

@@ -14,7 +14,7 @@ from .families import family_of
 from .loading import LoraFlags, LoraSettings
 from .output import RunSettings, write_model_card
 from .arguments import (ModelArguments, DataArguments, TrainingArguments, check_architecture, check_report_to,
-                                     parse_args, _resolve_deepspeed)
+                                     parse_args, _resolve_deepspeed, coerce_settings)
 from .trainer import (LLaVATrainer, is_projector_param, deepspeed_config, _ds_dict, check_deepspeed_config,
                                    describe_clipping, deepspeed_from_argv, single_process_env, last_complete_checkpoint,
                                    recover_staged_checkpoints, checkpoint_problem, load_pretrain_mm_mlp_adapter, plot_loss)
@@ -374,7 +374,8 @@ def finetune(model_name_or_path:str, # LLaVA checkpoint (llava-hf or original la
     if live: kwargs.setdefault('disable_tqdm', True)
     kwargs.setdefault('report_to', 'none')   # nothing is sent anywhere unless asked
     if (note := single_process_env(kwargs.get('deepspeed'))) and verbose: print(note)   # before TrainingArguments set up the process group
-    given = dict(model_name_or_path=model_name_or_path, data_path=data_path, image_folder=image_folder, output_dir=str(output_dir), **kwargs)
+    given = coerce_settings(dict(model_name_or_path=model_name_or_path, data_path=data_path, image_folder=image_folder,
+                                 output_dir=output_dir, **kwargs))   # read as the command line reads them, or refused (before anything loads)
     ma, da, ta = (c(**{k: v for k, v in given.items() if k in n}) for c, n in zip(classes, names))
     out, trainer = _train(ma, da, ta, list(callbacks or []) + ([LiveTrainingCallback()] if live else []), verbose)
     best = trainer.state.best_model_checkpoint if ta.load_best_model_at_end else None
