@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from .core import LlavaLoraError, ArgumentParser, run_cli, staged_folder, path_relation
 from .output import (NON_LORA, SETTINGS_NAME, RunSettings, is_adapter_dir, check_base_exists, check_adapter_folder,
-                     check_inputs, check_adapter_matches, read_non_lora_trainables, checkpoint_dtype, load_adapter_model,
-                     write_model_card)
+                     check_inputs, check_adapter_matches, read_non_lora_trainables, checkpoint_dtype, load_adapter_model)
+from .card import write_model_card
 
 # %% auto #0
 __all__ = ['MERGE_TOLERANCE', 'MergeError', 'check_output_path', 'probe_batch', 'logits_error', 'merge_in_memory',

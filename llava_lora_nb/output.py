@@ -16,11 +16,11 @@ from .loading import load_llava
 
 # %% auto #0
 __all__ = ['ADAPTER_CONFIG', 'ADAPTER_WEIGHTS', 'SETTINGS_NAME', 'NON_LORA_NAME', 'NON_LORA', 'NON_LORA_BIN', 'MM_PROJECTOR_NAME',
-           'README_NAME', 'OutputError', 'output_kind', 'is_adapter_dir', 'RunSettings', 'non_lora_trainables',
+           'OutputError', 'output_kind', 'is_adapter_dir', 'RunSettings', 'non_lora_trainables',
            'save_non_lora_trainables', 'read_non_lora_file', 'load_non_lora_trainables', 'read_non_lora_trainables',
            'projector_state_original', 'read_projector_file', 'read_mm_projector', 'base_fingerprint', 'same_base',
            'check_adapter_folder', 'check_base_exists', 'check_base', 'check_adapter_matches', 'check_inputs',
-           'checkpoint_dtype', 'load_base', 'load_adapter_model', 'model_card', 'write_model_card']
+           'checkpoint_dtype', 'load_base', 'load_adapter_model']
 
 # %% ../nbs/06_output.ipynb #137c9089
 ADAPTER_CONFIG = 'adapter_config.json'
@@ -379,87 +379,3 @@ def load_adapter_model(output_dir,          # a training output folder or one of
             raise OutputError(f"the LoRA weights in {d} do not fit the base {base}: {str(e)[:500]}") from e
     if (d/'tokenizer_config.json').exists(): processor = AutoProcessor.from_pretrained(d)
     return model.eval(), processor, settings
-
-# %% ../nbs/06_output.ipynb #e7f8efa5
-README_NAME = 'README.md'
-_KIND_LIBRARY = {'adapter': 'peft', 'projector': 'transformers', 'merged': 'transformers', 'full': 'transformers'}
-
-def _card_family(d:Path, settings:RunSettings):
-    "The `Family` of a folder: its own config.json, else its recorded base's, else the recorded image handling."
-    for f in (d, Path(settings.model_name_or_path or '')):
-        if (f/'config.json').is_file(): return family_of(f)
-    return FAMILIES['llava_next' if settings.image_aspect_ratio == 'anyres' else 'llava']
-
-def _trainer_state(d:Path, settings:RunSettings) -> dict:
-    "The `trainer_state.json` of a folder or, for a merged folder, of the adapter it was merged from ({} if neither has one)."
-    for f in (d, Path((settings.merged_from or {}).get('adapter') or d)):
-        if (f/'trainer_state.json').is_file(): return json.loads((f/'trainer_state.json').read_text())
-    return {}
-
-def _fmt(v): return f"{v:.4g}" if isinstance(v, float) and v != round(v, 4) else str(v)   # 2e-05 stays 2e-05, 0.05 stays 0.05
-
-def model_card(folder,        # a training output (adapter, projector) or a merged / full checkpoint folder
-               kind:str|None=None, # 'adapter', 'projector', 'merged' or 'full' (a fully finetuned checkpoint); default: from the folder's files
-               name:str|None=None, # the folder's name in the card (default: `folder`'s; a staged folder passes its final name)
-              )->str:
-    "The Hugging Face Hub `README.md` of `folder`: YAML header (base_model, library_name, pipeline_tag, tags) and a body from its recorded settings and trainer state."
-    d = Path(folder)
-    name = name or d.resolve().name
-    s = RunSettings.read(d)
-    kind = kind or {'lora': 'adapter', 'projector': 'projector'}.get(output_kind(d), 'merged' if s.merged_from or s.trained != 'full' else 'full')
-    if kind not in _KIND_LIBRARY: raise ValueError(f"kind={kind!r}: use 'adapter', 'projector', 'merged' or 'full'")
-    fam, lora, base = _card_family(d, s), s.lora, s.model_name_or_path
-    method = s.trained or ('qlora' if lora.get('bits', 16) != 16 else 'lora')
-    tags = ['llava'] + (['llava-next'] if fam.anyres else []) + [method, 'llava_lora_nb'] + (['merged'] if kind == 'merged' else [])
-    head = {**({'base_model': base} if base else {}), 'library_name': _KIND_LIBRARY[kind], 'pipeline_tag': 'image-text-to-text', 'tags': tags}
-    lines = ['---'] + [f"{k}: {json.dumps(v)}" for k, v in head.items()] + ['---', '']
-    what = {'adapter': f"{ {'lora': 'LoRA', 'qlora': 'QLoRA'}.get(method, method)} adapter", 'projector': 'projector (mm_projector.bin)',
-            'merged': 'merged checkpoint', 'full': 'fully finetuned checkpoint'}[kind]
-    lines += [f"# {name}", '', f"A {what} of a LLaVA-{fam.name.replace('next', 'NeXT')} model (`{fam.model_class}`), "
-              f"trained with llava_lora_nb from base `{base}`." + 
-              (f" Merged from the adapter `{s.merged_from.get('adapter')}` into `{s.merged_from.get('model_base')}`." if s.merged_from else ''), '']
-    rows = [('training method', method), ('template (`--version`)', s.version), ('model_max_length', s.model_max_length),
-            ('image_aspect_ratio', s.image_aspect_ratio)]
-    if method in ('lora', 'qlora'):
-        rows += [('LoRA r', lora.get('lora_r')), ('LoRA alpha', lora.get('lora_alpha')), ('LoRA dropout', lora.get('lora_dropout')),
-                 ('bits', lora.get('bits'))]
-    rows += [('mm_projector_lr', lora.get('mm_projector_lr')), ('projector trained', s.projector_trained)]
-    dd = s.data or {}
-    if dd.get('train_records') is not None: rows.append(('training records', f"{dd['train_records']} ({dd.get('train_with_image', '?')} with an image)"))
-    if dd.get('eval_records'):
-        how = f"held out from the training file by record id (--val_size {dd['val_size']})" if dd.get('val_size') else f"`{Path(dd.get('eval_data_path') or '').name}`"
-        rows.append(('validation records', f"{dd['eval_records']}, {how}"))
-    st = _trainer_state(d, s)
-    hist = st.get('log_history') or []
-    if st.get('global_step') is not None: rows.append(('steps', st['global_step']))
-    losses = [r['loss'] for r in hist if 'loss' in r]
-    if losses: rows.append(('final training loss', losses[-1]))
-    tl = next((r['train_loss'] for r in reversed(hist) if 'train_loss' in r), None)
-    if tl is not None: rows.append(('mean training loss', tl))
-    if dd.get('load_best_model_at_end') and st.get('best_model_checkpoint'):   # the saved weights are that step's
-        rows.append(('weights from (`--load_best_model_at_end`)', f"`{Path(st['best_model_checkpoint']).name}` (best validation metric {_fmt(st.get('best_metric'))})"))
-    evals = {k: v for r in hist for k, v in r.items() if k.startswith('eval_') and isinstance(v, (int, float)) and not k.endswith(('_runtime', 'per_second'))}
-    n_gen = dd.get('eval_generate_records')
-    names = {'eval_loss': 'validation loss (eval_loss)',
-             'eval_accuracy': 'validation exact match (eval_accuracy' + (f", on {n_gen} of them)" if n_gen and n_gen != dd.get('eval_records') else ')')}
-    rows += sorted((names.get(k, k), v) for k, v in evals.items())
-    lines += ['## Training', '', '| setting | value |', '|---|---|'] + [f"| {k} | {_fmt(v)} |" for k, v in rows if v is not None] + ['']
-    lines += ['## How to load', '', '```python']
-    if kind in ('merged', 'full'):
-        lines += [f"from transformers import {fam.model_class}, AutoProcessor", f"model = {fam.model_class}.from_pretrained({name!r})",
-                  f"processor = AutoProcessor.from_pretrained({name!r})"]
-    elif kind == 'adapter':
-        lines += [f"from transformers import {fam.model_class}, AutoProcessor", "from peft import PeftModel",
-                  f"base = {fam.model_class}.from_pretrained({base!r})", f"model = PeftModel.from_pretrained(base, {name!r})",
-                  f"processor = AutoProcessor.from_pretrained({base!r})", "# the projector (non_lora_trainables) too, in one call:",
-                  "from llava_lora_nb.output import load_adapter_model",
-                  f"model, processor, settings = load_adapter_model({name!r})"]
-    else:
-        lines += ["from llava_lora_nb.output import load_adapter_model", f"model, processor, settings = load_adapter_model({name!r})"]
-    lines += ['```', '', f"Prompt with the `{s.version}` template (`llava_lora_nb.prompts`).", '']
-    return '\n'.join(lines)
-
-def write_model_card(folder, kind:str|None=None, name:str|None=None) -> Path:
-    "Write `model_card(folder, kind, name)` as `folder/README.md`; returns its path."
-    f = Path(folder)/README_NAME
-    f.write_text(model_card(folder, kind, name)); return f

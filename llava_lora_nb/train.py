@@ -12,7 +12,8 @@ import transformers
 from .core import LlavaLoraError, check_safetensors, run_cli, in_notebook, path_relation
 from .families import family_of
 from .loading import LoraFlags, LoraSettings
-from .output import RunSettings, write_model_card
+from .output import RunSettings
+from .card import write_model_card
 from .arguments import (ModelArguments, DataArguments, TrainingArguments, check_architecture, check_report_to,
                                      parse_args, _resolve_deepspeed, coerce_settings)
 from .trainer import (LLaVATrainer, is_projector_param, deepspeed_config, _ds_dict, check_deepspeed_config,
@@ -404,6 +405,5 @@ def train_cli(argv:list|None=None):
     if rc: sys.exit(rc)
 
 # %% ../nbs/07b_train.ipynb #5cfd6bee
-#| eval: false
 if __name__ == '__main__' and Path(sys.argv[0]).name == 'train.py':   # `python -m llava_lora_nb.train ...`, `deepspeed --module llava_lora_nb.train ...`
     train_cli()
