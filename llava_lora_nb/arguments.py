@@ -80,6 +80,8 @@ class TrainingArguments(transformers.TrainingArguments, LoraFlags):
                                 'generation and log exact-match accuracy (eval_accuracy)'})
     eval_max_records: int = field(default=64, metadata={'help': 'with --eval_generate: at most this many held-out records are answered '
                                   '(the first ones; 0: all)'})
+    allow_data_change: bool = field(default=False, metadata={'help': 'resume although --data_path or --eval_data_path changed since '
+                                    'the checkpoint (records appended on purpose); without it such a resume is refused'})
 
     def __post_init__(self):
         self.check_lora_flags()

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06b_card.ipynb #06c66bd1
 from __future__ import annotations
-import json
+import json, re, yaml
 from pathlib import Path
 from .families import FAMILIES, family_of
 from .output import RunSettings, output_kind
@@ -30,6 +30,23 @@ def _trainer_state(d:Path, settings:RunSettings) -> dict:
 
 def _fmt(v): return f"{v:.4g}" if isinstance(v, float) and v != round(v, 4) else str(v)   # 2e-05 stays 2e-05, 0.05 stays 0.05
 
+def _one_line(s)->str: return ' '.join(str(s).split())   # a newline in a name would end the heading, the row, the paragraph
+
+def _cell(v)->str:
+    "A markdown table cell: on one line, its `|` escaped."
+    return _one_line(_fmt(v)).replace('|', '\\|')
+
+def _code(s)->str:
+    "Inline code for any text: fenced with more backticks than it contains."
+    s = _one_line(s)
+    if '`' not in s: return f"`{s}`"
+    fence = '`' * (max(len(r) for r in re.findall('`+', s)) + 1)
+    return f"{fence} {s} {fence}"
+
+def _head(d:dict)->str:
+    "The YAML header: written by a YAML writer (UTF-8 as it is, quoted where needed), read back by any YAML reader."
+    return yaml.safe_dump(d, allow_unicode=True, sort_keys=False, width=10**6).strip()
+
 def model_card(folder,        # a training output (adapter, projector) or a merged / full checkpoint folder
                kind:str|None=None, # 'adapter', 'projector', 'merged' or 'full' (a fully finetuned checkpoint); default: from the folder's files
                name:str|None=None, # the folder's name in the card (default: `folder`'s; a staged folder passes its final name)
@@ -44,12 +61,12 @@ def model_card(folder,        # a training output (adapter, projector) or a merg
     method = s.trained or ('qlora' if lora.get('bits', 16) != 16 else 'lora')
     tags = ['llava'] + (['llava-next'] if fam.anyres else []) + [method, 'llava_lora_nb'] + (['merged'] if kind == 'merged' else [])
     head = {**({'base_model': base} if base else {}), 'library_name': _KIND_LIBRARY[kind], 'pipeline_tag': 'image-text-to-text', 'tags': tags}
-    lines = ['---'] + [f"{k}: {json.dumps(v)}" for k, v in head.items()] + ['---', '']
+    lines = ['---', _head(head), '---', '']
     what = {'adapter': f"{ {'lora': 'LoRA', 'qlora': 'QLoRA'}.get(method, method)} adapter", 'projector': 'projector (mm_projector.bin)',
             'merged': 'merged checkpoint', 'full': 'fully finetuned checkpoint'}[kind]
-    lines += [f"# {name}", '', f"A {what} of a LLaVA-{fam.name.replace('next', 'NeXT')} model (`{fam.model_class}`), "
-              f"trained with llava_lora_nb from base `{base}`." + 
-              (f" Merged from the adapter `{s.merged_from.get('adapter')}` into `{s.merged_from.get('model_base')}`." if s.merged_from else ''), '']
+    lines += [f"# {_one_line(name)}", '', f"A {what} of a LLaVA-{fam.name.replace('next', 'NeXT')} model (`{fam.model_class}`), "
+              f"trained with llava_lora_nb from base {_code(base)}." +
+              (f" Merged from the adapter {_code(s.merged_from.get('adapter'))} into {_code(s.merged_from.get('model_base'))}." if s.merged_from else ''), '']
     rows = [('training method', method), ('template (`--version`)', s.version), ('model_max_length', s.model_max_length),
             ('image_aspect_ratio', s.image_aspect_ratio)]
     if method in ('lora', 'qlora'):
@@ -59,7 +76,7 @@ def model_card(folder,        # a training output (adapter, projector) or a merg
     dd = s.data or {}
     if dd.get('train_records') is not None: rows.append(('training records', f"{dd['train_records']} ({dd.get('train_with_image', '?')} with an image)"))
     if dd.get('eval_records'):
-        how = f"held out from the training file by record id (--val_size {dd['val_size']})" if dd.get('val_size') else f"`{Path(dd.get('eval_data_path') or '').name}`"
+        how = f"held out from the training file by record id (--val_size {dd['val_size']})" if dd.get('val_size') else _code(Path(dd.get('eval_data_path') or '').name)
         rows.append(('validation records', f"{dd['eval_records']}, {how}"))
     st = _trainer_state(d, s)
     hist = st.get('log_history') or []
@@ -69,13 +86,16 @@ def model_card(folder,        # a training output (adapter, projector) or a merg
     tl = next((r['train_loss'] for r in reversed(hist) if 'train_loss' in r), None)
     if tl is not None: rows.append(('mean training loss', tl))
     if dd.get('load_best_model_at_end') and st.get('best_model_checkpoint'):   # the saved weights are that step's
-        rows.append(('weights from (`--load_best_model_at_end`)', f"`{Path(st['best_model_checkpoint']).name}` (best validation metric {_fmt(st.get('best_metric'))})"))
+        rows.append(('weights from (`--load_best_model_at_end`)', f"{_code(Path(st['best_model_checkpoint']).name)} (best validation metric {_fmt(st.get('best_metric'))})"))
     evals = {k: v for r in hist for k, v in r.items() if k.startswith('eval_') and isinstance(v, (int, float)) and not k.endswith(('_runtime', 'per_second'))}
     n_gen = dd.get('eval_generate_records')
     names = {'eval_loss': 'validation loss (eval_loss)',
              'eval_accuracy': 'validation exact match (eval_accuracy' + (f", on {n_gen} of them)" if n_gen and n_gen != dd.get('eval_records') else ')')}
     rows += sorted((names.get(k, k), v) for k, v in evals.items())
-    lines += ['## Training', '', '| setting | value |', '|---|---|'] + [f"| {k} | {_fmt(v)} |" for k, v in rows if v is not None] + ['']
+    for r in s.resumes:   # restarts, with what changed (only what may change on a restart: the rest is refused)
+        ch = ', '.join(f"{k} {_fmt(a)} → {_fmt(b)}" for k, (a, b) in r.get('changed', {}).items())
+        rows.append(('resumed', f"at step {r.get('step')} from {_code(r.get('checkpoint'))}" + (f" ({ch})" if ch else '')))
+    lines += ['## Training', '', '| setting | value |', '|---|---|'] + [f"| {_cell(k)} | {_cell(v)} |" for k, v in rows if v is not None] + ['']
     lines += ['## How to load', '', '```python']
     if kind in ('merged', 'full'):
         lines += [f"from transformers import {fam.model_class}, AutoProcessor", f"model = {fam.model_class}.from_pretrained({name!r})",
@@ -88,10 +108,10 @@ def model_card(folder,        # a training output (adapter, projector) or a merg
                   f"model, processor, settings = load_adapter_model({name!r})"]
     else:
         lines += ["from llava_lora_nb.output import load_adapter_model", f"model, processor, settings = load_adapter_model({name!r})"]
-    lines += ['```', '', f"Prompt with the `{s.version}` template (`llava_lora_nb.prompts`).", '']
+    lines += ['```', '', f"Prompt with the {_code(s.version)} template (`llava_lora_nb.prompts`).", '']
     return '\n'.join(lines)
 
 def write_model_card(folder, kind:str|None=None, name:str|None=None) -> Path:
     "Write `model_card(folder, kind, name)` as `folder/README.md`; returns its path."
     f = Path(folder)/README_NAME
-    f.write_text(model_card(folder, kind, name)); return f
+    f.write_text(model_card(folder, kind, name), encoding='utf-8'); return f

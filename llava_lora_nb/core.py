@@ -4,14 +4,15 @@
 
 # %% ../nbs/00_core.ipynb #9b66e35f
 from __future__ import annotations
-import argparse, logging, os, shutil, sys, warnings
+import argparse, glob, json, logging, os, shutil, socket, sys, threading, time, uuid, warnings
 from contextlib import contextmanager
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['USAGE_ERROR', 'STARTUP_NOISE', 'NOISE_WARNINGS', 'LlavaLoraError', 'ArgumentParser', 'run_cli', 'staged_folder',
-           'unreadable_file', 'check_safetensors', 'path_relation', 'in_notebook', 'progress', 'needs',
-           'quiet_startup_noise']
+__all__ = ['USAGE_ERROR', 'LOCK_HEARTBEAT', 'LOCK_STALE', 'STARTUP_NOISE', 'NOISE_WARNINGS', 'LlavaLoraError', 'ArgumentParser',
+           'run_cli', 'pid_alive', 'remove_stale_stages', 'check_free_space', 'staged_folder', 'FolderInUse',
+           'lock_path', 'lock_holder', 'folder_lock', 'unreadable_file', 'check_safetensors', 'path_relation',
+           'in_notebook', 'progress', 'needs', 'quiet_startup_noise']
 
 # %% ../nbs/00_core.ipynb #1f4acecc
 class LlavaLoraError(ValueError):
@@ -52,9 +53,9 @@ def run_cli(prog:str,      # the console script's name, e.g. 'llava_lora_merge'
     try:
         rc = main(argv)
         return 0 if rc is None else rc
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:   # Ctrl-C; a stop that saved first (SIGTERM: 143) carries its status and message
         if debug: raise
-        print(f"{prog}: interrupted", file=sys.stderr); return 130
+        print(f"{prog}: {e or 'interrupted'}", file=sys.stderr); return getattr(e, 'exit_status', 130)
     except (ValueError, OSError) as e:   # LlavaLoraError and other input errors: a missing, unreadable or existing path
         if debug: raise
         msg = str(e) if isinstance(e, LlavaLoraError) else f"{type(e).__name__}: {e}" if not isinstance(e, ValueError) or not str(e) else str(e)
@@ -65,10 +66,51 @@ def run_cli(prog:str,      # the console script's name, e.g. 'llava_lora_merge'
         return 1
 
 # %% ../nbs/00_core.ipynb #50566c6c
+def _say(msg): print(msg, file=sys.stderr)
+
+def pid_alive(pid:int)->bool:
+    "Whether process `pid` is running on this machine."
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True   # alive, someone else's
+    except OSError: return False
+    return True
+
+def _gib(n): return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+def remove_stale_stages(out,        # the output folder whose staging siblings to look at
+                        say=None):  # called with a one-line note per removed folder (default: stderr)
+    "Delete `out`'s staging siblings (`.NAME.tmp-PID`, `.NAME.old-PID`) whose process is gone, naming each; returns their paths."
+    out, gone = Path(out).expanduser().absolute(), []
+    for kind in ('tmp', 'old'):
+        for p in sorted(out.parent.glob(f'.{glob.escape(out.name)}.{kind}-*')):
+            pid = p.name.rsplit('-', 1)[-1]
+            if not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid)): continue
+            size = sum(f.stat().st_size for f in p.rglob('*') if f.is_file()) if p.is_dir() else 0
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            gone.append(p); (say or _say)(f"note: removed {p} ({_gib(size)}), left by a write into {out.name} whose process (pid {pid}) is gone")
+    return gone
+
+def check_free_space(folder,     # where the output will be written (the nearest existing parent is measured)
+                     need:int,   # bytes the output will take
+                     what:str):  # what is written, for the message
+    "Raise `LlavaLoraError` when `folder`'s file system has less than `need` bytes free."
+    p = Path(folder).expanduser().absolute()
+    while not p.exists(): p = p.parent
+    free = shutil.disk_usage(p).free
+    if need > free: raise LlavaLoraError(f"{what} needs about {_gib(need)} but {p} has {_gib(free)} free: free some space, "
+                                         "or write to another disk")
+
 @contextmanager
-def staged_folder(out):  # the folder to create (or replace)
+def staged_folder(out,               # the folder to create (or replace)
+                  need_bytes:int=0,  # the output's expected size: refused before writing when the disk has less free
+                  say=None):         # notes (removed leftovers) go here (default: stderr)
     "Yield an empty temporary sibling of `out` to write into; it becomes `out` when the block completes (replacing an existing `out`) and is deleted if the block fails, so `out` is never seen half-written."
-    out = Path(out); tmp = out.with_name(f'.{out.name}.tmp-{os.getpid()}')
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_stages(out, say)   # what killed writes left (as large as the output) goes first
+    if need_bytes: check_free_space(out.parent, need_bytes, f"writing {out}")
+    tmp = out.with_name(f'.{out.name}.tmp-{os.getpid()}')
     shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
     try:
         yield tmp
@@ -77,6 +119,73 @@ def staged_folder(out):  # the folder to create (or replace)
             os.replace(out, old); os.replace(tmp, out); shutil.rmtree(old, ignore_errors=True)
         else: os.replace(tmp, out)
     finally: shutil.rmtree(tmp, ignore_errors=True)
+
+
+# %% ../nbs/00_core.ipynb #40a7398b
+LOCK_HEARTBEAT, LOCK_STALE = 15, 120   # seconds: a live holder touches its lock this often; one untouched this long is gone
+
+class FolderInUse(LlavaLoraError):
+    "Another live process is writing into this output folder."
+
+def lock_path(out)->Path:
+    "The lock of output folder `out`: `.NAME.lock` beside it (so it outlives the folder being replaced)."
+    out = Path(out).expanduser().absolute()
+    return out.parent/f'.{out.name}.lock'
+
+def _lock_info(f:Path)->tuple:
+    "`(holder dict, seconds since it was touched)` of lock file `f`, `(None, None)` when there is none."
+    try: age, text = time.time() - f.stat().st_mtime, f.read_text()
+    except FileNotFoundError: return None, None
+    try: info = json.loads(text)
+    except ValueError: info = {}   # being written
+    return (info if isinstance(info, dict) else {}), age
+
+def lock_holder(out)->dict|None:
+    "The live holder of `out`'s lock (`what`, `pid`, `host`, `started`, `age` in seconds), or None when it is free or its holder is gone."
+    info, age = _lock_info(lock_path(out))
+    if info is None or age > LOCK_STALE: return None
+    pid = info.get('pid')
+    if info.get('host') == socket.gethostname() and isinstance(pid, int) and not pid_alive(pid): return None
+    return {**info, 'age': age}
+
+def _describe(h:dict)->str:
+    return f"{h.get('what', 'another process')} (pid {h.get('pid', '?')} on {h.get('host', '?')}, started {h.get('started', '?')})"
+
+@contextmanager
+def folder_lock(out,       # the output folder about to be written
+                what:str,  # who writes, for the messages: 'llava_lora_train', 'llava_lora_merge', ...
+                say=None): # the take-over note goes here (default: stderr)
+    "Hold `out`'s lock while the block writes into it: `FolderInUse` names a live holder; a lock whose holder is gone is taken over."
+    f, say = lock_path(out), say or _say
+    f.parent.mkdir(parents=True, exist_ok=True)
+    me = dict(what=what, pid=os.getpid(), host=socket.gethostname(), started=time.strftime('%Y-%m-%d %H:%M:%S'), token=uuid.uuid4().hex)
+    while True:
+        try: fd = os.open(f, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644); break
+        except FileExistsError: pass
+        if (h := lock_holder(out)) is not None:
+            raise FolderInUse(f"{out} is in use by {_describe(h)}: wait for it to end or stop it, or write elsewhere "
+                              f"(if that process is gone, delete {f})")
+        old, _ = _lock_info(f)
+        aside = f.with_name(f'{f.name}.stale-{os.getpid()}')
+        try: os.replace(f, aside)   # one taker wins; the others find the new lock on their next try
+        except FileNotFoundError: continue
+        now, _ = _lock_info(aside)
+        if (now or {}).get('token') != (old or {}).get('token'):   # a newer lock was moved aside: put it back, it is live
+            os.replace(aside, f); continue
+        aside.unlink(missing_ok=True)
+        say(f"note: took over {f}: {_describe(old or {})} is gone")
+    with os.fdopen(fd, 'w') as h: json.dump(me, h)
+    stop = threading.Event()
+    def heartbeat():
+        while not stop.wait(LOCK_HEARTBEAT):
+            try: os.utime(f)
+            except OSError: pass
+    threading.Thread(target=heartbeat, daemon=True, name=f'lock {f.name}').start()
+    try: yield f
+    finally:
+        stop.set()
+        info, _ = _lock_info(f)
+        if (info or {}).get('token') == me['token']: f.unlink(missing_ok=True)
 
 # %% ../nbs/00_core.ipynb #8e619919
 def unreadable_file(path, e:Exception) -> LlavaLoraError:

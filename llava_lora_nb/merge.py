@@ -8,7 +8,7 @@ import json, math, os, re, shutil, sys, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import torch
-from .core import LlavaLoraError, ArgumentParser, run_cli, staged_folder, path_relation
+from .core import LlavaLoraError, ArgumentParser, run_cli, staged_folder, path_relation, folder_lock
 from .output import (NON_LORA, SETTINGS_NAME, RunSettings, is_adapter_dir, check_base_exists, check_adapter_folder,
                      check_inputs, check_adapter_matches, read_non_lora_trainables, checkpoint_dtype, load_adapter_model)
 from .card import write_model_card
@@ -16,8 +16,8 @@ from .card import write_model_card
 # %% auto #0
 __all__ = ['MERGE_TOLERANCE', 'MergeError', 'check_output_path', 'probe_batch', 'logits_error', 'merge_in_memory',
            'checkpoint_key', 'lora_scale', 'read_lora_deltas', 'safetensors_header', 'SafetensorsWriter',
-           'merge_streaming', 'MergeReport', 'merge_lora', 'checkpoint_tensors', 'same_tensors', 'merge_parser',
-           'merge_cli']
+           'merge_streaming', 'MergeReport', 'merged_size', 'merge_lora', 'checkpoint_tensors', 'same_tensors',
+           'merge_parser', 'merge_cli']
 
 # %% ../nbs/08_merge.ipynb #8a67ae59
 class MergeError(LlavaLoraError):
@@ -267,6 +267,16 @@ class MergeReport:
         return (f"merged ({'streaming' if self.streaming else 'in memory'}, {self.dtype}) into {self.output_dir} "
                 f"in {self.seconds:.1f} s; {chk}")
 
+def merged_size(model_base, # the base checkpoint folder
+                torch_dtype=None)->int: # the merge's dtype (default: the base's)
+    "Bytes the merged checkpoint will take: the base's weight files, scaled to `torch_dtype` (0 when the base is not a local folder)."
+    d = Path(model_base)
+    if not (d/'config.json').is_file(): return 0
+    size = sum(f.stat().st_size for f in d.iterdir() if f.suffix in ('.safetensors', '.bin') and f.is_file())
+    if isinstance(torch_dtype, str): torch_dtype = getattr(torch, torch_dtype)
+    base = checkpoint_dtype(d)
+    return int(size * (torch_dtype or base).itemsize / base.itemsize)
+
 def merge_lora(adapter_dir,                 # training output folder (adapter_config.json, non_lora_trainables, ...)
                model_base,                  # the 16-bit base checkpoint the adapter was trained from
                output_dir,                  # merged checkpoint folder to create
@@ -290,25 +300,26 @@ def merge_lora(adapter_dir,                 # training output folder (adapter_co
         raise MergeError(f"{model_base} is a 4-bit (bitsandbytes) checkpoint: merging into 4-bit weights would re-quantize them "
                          "and lose the LoRA update. Merge into the 16-bit base instead (the fp16/bf16 model QLoRA quantized at load "
                          f"time; {SETTINGS_NAME} says: {RunSettings.read(adapter_dir).model_name_or_path}).")
-    if out.exists() and not overwrite:
-        raise MergeError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it, or choose another folder.")
-    with staged_folder(out) as tmp:
-        if streaming:
-            dtype = torch_dtype or checkpoint_dtype(model_base)
-            err = merge_streaming(adapter_dir, model_base, tmp, dtype, verify=verify, progress=progress, allow_other_base=allow_other_base)
-            from transformers import AutoProcessor
-            src = adapter_dir if (adapter_dir/'tokenizer_config.json').exists() else model_base
-            processor = AutoProcessor.from_pretrained(src)
-        else:
-            model, processor, _, err = merge_in_memory(adapter_dir, model_base, torch_dtype, verify=verify, allow_other_base=allow_other_base)
-            dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
-            model.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
-            del model
-        processor.save_pretrained(tmp)
-        settings = RunSettings.read(adapter_dir)
-        settings.merged_from = {'adapter': str(adapter_dir), 'model_base': str(model_base), 'streaming': streaming}
-        settings.write(tmp)
-        write_model_card(tmp, kind='merged', name=out.name)   # README.md for the Hub, inside the staged folder, named as the final one
+    with folder_lock(out, 'llava_lora_merge'):   # one writer: a second merge (or a training) into `out` is refused
+        if out.exists() and not overwrite:
+            raise MergeError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it, or choose another folder.")
+        with staged_folder(out, need_bytes=merged_size(model_base, torch_dtype)) as tmp:   # leftovers of killed merges go first
+            if streaming:
+                dtype = torch_dtype or checkpoint_dtype(model_base)
+                err = merge_streaming(adapter_dir, model_base, tmp, dtype, verify=verify, progress=progress, allow_other_base=allow_other_base)
+                from transformers import AutoProcessor
+                src = adapter_dir if (adapter_dir/'tokenizer_config.json').exists() else model_base
+                processor = AutoProcessor.from_pretrained(src)
+            else:
+                model, processor, _, err = merge_in_memory(adapter_dir, model_base, torch_dtype, verify=verify, allow_other_base=allow_other_base)
+                dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
+                model.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
+                del model
+            processor.save_pretrained(tmp)
+            settings = RunSettings.read(adapter_dir)
+            settings.merged_from = {'adapter': str(adapter_dir), 'model_base': str(model_base), 'streaming': streaming}
+            settings.write(tmp)
+            write_model_card(tmp, kind='merged', name=out.name)   # README.md for the Hub, inside the staged folder, named as the final one
     return MergeReport(str(out), streaming, str(dtype).removeprefix('torch.'), time.time() - t0, err, MERGE_TOLERANCE.get(dtype, 1e-2))
 
 # %% ../nbs/08_merge.ipynb #c81721ba

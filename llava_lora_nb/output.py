@@ -58,6 +58,9 @@ class RunSettings:
     base_fingerprint: dict|None = None    # `base_fingerprint` of the base (None: it had no local weights)
     merged_from: dict|None = None         # written by the merge: the adapter, the base, how
     data: dict = field(default_factory=dict)   # what trained on what: `data_path`, `train_records`, `eval_records`, how they were split
+    run: dict = field(default_factory=dict)    # what the run is, compared at every resume: base fingerprint, LoRA settings, template, data SHA-256, ...
+    schedule: dict = field(default_factory=dict)   # what may change between restarts: max_steps, num_train_epochs, save / logging / eval steps
+    resumes: list = field(default_factory=list)    # each restart: the step, the checkpoint, what changed
     extra: dict = field(default_factory=dict)   # keys this version does not know, kept as they were
     fingerprint_recorded: bool = field(default=True, repr=False)   # False for outputs of versions before fingerprints
 

@@ -4,12 +4,12 @@
 
 # %% ../nbs/07b_train.ipynb #e917fa38
 from __future__ import annotations
-import json, math, os, shutil, sys, tempfile, dataclasses
+import contextlib, json, math, os, shutil, sys, tempfile, dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 import transformers
-from .core import LlavaLoraError, check_safetensors, run_cli, in_notebook, path_relation
+from .core import LlavaLoraError, check_safetensors, run_cli, in_notebook, path_relation, folder_lock
 from .families import family_of
 from .loading import LoraFlags, LoraSettings
 from .output import RunSettings
@@ -17,8 +17,10 @@ from .card import write_model_card
 from .arguments import (ModelArguments, DataArguments, TrainingArguments, check_architecture, check_report_to,
                                      parse_args, _resolve_deepspeed, coerce_settings)
 from .trainer import (LLaVATrainer, is_projector_param, deepspeed_config, _ds_dict, check_deepspeed_config,
-                                   describe_clipping, deepspeed_from_argv, single_process_env, last_complete_checkpoint,
-                                   recover_staged_checkpoints, checkpoint_problem, load_pretrain_mm_mlp_adapter, plot_loss)
+                                   describe_clipping, deepspeed_from_argv, single_process_env, load_pretrain_mm_mlp_adapter,
+                                   plot_loss, SaveAndStop, TrainingStopped)
+from .checkpoints import (last_complete_checkpoint, recover_staged_checkpoints, checkpoint_problem, check_resume,
+                                       file_sha256)
 
 # %% auto #0
 __all__ = ['TRAIN_HELP_NOTE', 'check_zero3_quantization', 'load_qlora_for_zero3', 'upcast_trainable_non_lora', 'run_header',
@@ -226,18 +228,42 @@ def _data_summary(data_args, records, held, training_args)->dict:
                 eval_generate_records=min(n, a.eval_max_records or n) if a.eval_generate and n else None,
                 load_best_model_at_end=bool(a.load_best_model_at_end))
 
+def _run_record(model_args, data_args, training_args, settings, config, fingerprint)->tuple:
+    "What the run is (`RunSettings.run`, compared at every resume) and its schedule (`RunSettings.schedule`, which may change)."
+    from llava_lora_nb.families import family_of
+    a, val = training_args, lambda v: getattr(v, 'value', v)
+    try: family = family_of(config).name
+    except Exception: family = None   # an original-layout config: its conversion's family, recorded by the base fingerprint
+    run = dict(base_model=fingerprint or str(model_args.model_name_or_path), family=family, version=model_args.version,
+               image_aspect_ratio=data_args.image_aspect_ratio, model_max_length=a.model_max_length, **settings.to_dict(),
+               packing=bool(data_args.packing), learning_rate=a.learning_rate, lr_scheduler_type=val(a.lr_scheduler_type),
+               warmup_ratio=a.warmup_ratio, warmup_steps=a.warmup_steps, weight_decay=a.weight_decay, seed=a.seed, data_seed=a.data_seed,
+               per_device_train_batch_size=a.per_device_train_batch_size, gradient_accumulation_steps=a.gradient_accumulation_steps,
+               group_by_modality_length=bool(a.group_by_modality_length), val_size=data_args.val_size or None,
+               data_sha256=file_sha256(data_args.data_path), eval_data_sha256=file_sha256(data_args.eval_data_path))
+    schedule = dict(max_steps=a.max_steps, num_train_epochs=a.num_train_epochs, save_steps=a.save_steps, logging_steps=a.logging_steps,
+                    eval_steps=a.eval_steps, eval_strategy=val(a.eval_strategy), world_size=a.world_size)
+    return tuple(json.loads(json.dumps(d, default=str)) for d in (run, schedule))   # as they read back from the checkpoint
+
 def _train(model_args, data_args, training_args, callbacks=None, verbose=True):
     "`train`, returning `(output folder, trainer)`."
-    from llava_lora_nb.dataset import LazySupervisedDataset, data_collator
-    from llava_lora_nb.check import validate_or_raise
-    from llava_lora_nb.records import load_records
-    from llava_lora_nb.loading import load_for_training, llava_hf_folder
-    from llava_lora_nb.output import base_fingerprint
     say = print if verbose else (lambda *a, **k: None)
     if (note := single_process_env(training_args.deepspeed)): say(note)   # notebook users: call it before building TrainingArguments
     if not model_args.model_name_or_path: raise ValueError("--model_name_or_path is required")
     if not data_args.data_path: raise ValueError("--data_path is required")
     config = _check_start(model_args, data_args, training_args)
+    with contextlib.ExitStack() as held:   # one run per output folder: rank 0 holds the lock for all, until this returns or fails
+        if training_args.process_index == 0:
+            held.enter_context(folder_lock(training_args.output_dir, 'llava_lora_train', say=lambda m: print(f"llava_lora_train: {m}", file=sys.stderr)))
+        return _train_held(config, model_args, data_args, training_args, callbacks, say, verbose)
+
+def _train_held(config, model_args, data_args, training_args, callbacks, say, verbose):
+    "`_train` once the output folder is this run's."
+    from llava_lora_nb.dataset import LazySupervisedDataset, data_collator
+    from llava_lora_nb.check import validate_or_raise
+    from llava_lora_nb.records import load_records
+    from llava_lora_nb.loading import load_for_training, llava_hf_folder
+    from llava_lora_nb.output import base_fingerprint
     if training_args.lora_weight_path: say(f"llava_lora_train: note: --lora_weight_path {training_args.lora_weight_path} is ignored (as by the original train.py)")
     # 1. the data, before anything expensive (refuses to start on errors, listing them)
     model_path, original = model_args.model_name_or_path, isinstance(config, dict)   # dict: an original-layout checkpoint
@@ -251,11 +277,25 @@ def _train(model_args, data_args, training_args, callbacks=None, verbose=True):
     records, eval_records = _held_out(records, data_args, processor, training_args, model_args.version, main, say)
     # 2. architecture flags, the DeepSpeed config
     for n in check_architecture(model_args, config): say(f"llava_lora_train: note: {n}")
-    # 3. the model
+    settings = LoraSettings.from_args(training_args, model_args)
+    fingerprint = base_fingerprint(model_args.model_name_or_path, cache_dir=training_args.cache_dir)
+    run, schedule = _run_record(model_args, data_args, training_args, settings, config, fingerprint)
+    # 3. what to resume from: a complete checkpoint of this same run, or nothing (checked before the model loads)
+    with training_args.main_process_first(desc='checkpoints'):   # staging folders of killed saves: complete ones published, the rest deleted
+        if training_args.should_save:
+            for name in recover_staged_checkpoints(training_args.output_dir): say(f"llava_lora_train: note: {name} was complete when its save was interrupted: published")
+        resume = _resume_point(training_args)
+    start, resumes = 0, []
+    if resume:
+        for f in sorted(Path(resume).glob('*.safetensors')): check_safetensors(f)
+        changed = check_resume(resume, run, schedule, allow_data_change=training_args.allow_data_change)
+        start = json.loads((Path(resume)/'trainer_state.json').read_text()).get('global_step', 0)
+        resumes = RunSettings.read(resume).resumes + [{'step': start, 'checkpoint': Path(resume).name, 'changed': {k: [a, b] for k, a, b in changed}}]
+        for k, a, b in changed: say(f"llava_lora_train: note: {k} {a} -> {b} since {Path(resume).name} (noted in the model card)")
+    # 4. the model
     if original:   # its llava-hf conversion, made once and reused (the original's tokenizer has no <image> token)
         with training_args.main_process_first(desc='original checkpoint conversion'): model_path = llava_hf_folder(model_path)
         say(f"llava_lora_train: note: {model_args.model_name_or_path} is in the original LLaVA layout: training its llava-hf conversion in {model_path}")
-    settings = LoraSettings.from_args(training_args, model_args)
     transformers.set_seed(training_args.seed)   # LoRA's random init draws from the global RNG: seed it before building
     load = load_qlora_for_zero3 if settings.bits != 16 and _zero3(training_args.deepspeed) else load_for_training
     model, processor = load(model_path, settings, torch_dtype=_compute_dtype(training_args),
@@ -267,7 +307,7 @@ def _train(model_args, data_args, training_args, callbacks=None, verbose=True):
         for n, p in model.named_parameters():
             if 'language_model' in n and 'lora_' not in n: p.requires_grad_(False)
     if not training_args.deepspeed: upcast_trainable_non_lora(model)   # 16-bit base: float32 projector (DeepSpeed keeps its own master copy)
-    # 4. the data set
+    # 5. the data set
     with training_args.main_process_first(desc='preprocessing cache'):   # one process builds the cache, the others then open it
         dataset = LazySupervisedDataset(records, data_args.image_folder, processor, template=model_args.version,
                                         model_max_length=training_args.model_max_length, image_aspect_ratio=data_args.image_aspect_ratio,
@@ -285,23 +325,20 @@ def _train(model_args, data_args, training_args, callbacks=None, verbose=True):
         say(f"llava_lora_train: packing: {dataset!r}")
     llava_settings = RunSettings(model_args.model_name_or_path, model_args.version, aspect,
                                  training_args.model_max_length, settings.to_dict(), settings.method,
-                                 base_fingerprint(model_args.model_name_or_path, cache_dir=training_args.cache_dir),
-                                 data=_data_summary(data_args, records, eval_records, training_args))
+                                 fingerprint, data=_data_summary(data_args, records, eval_records, training_args),
+                                 run=run, schedule=schedule, resumes=resumes)
     for line in run_header(model, settings, training_args, None if original else config): say(f"llava_lora_train: {line}")
-    # 5. train (resuming like the original when checkpoints exist)
+    # 6. train (resuming like the original when checkpoints exist); SIGTERM / SIGINT: save a checkpoint, then stop
     trainer = LLaVATrainer(model=model, args=training_args, train_dataset=dataset, eval_dataset=eval_dataset,
                            data_collator=data_collator(dataset), processing_class=processor, callbacks=callbacks,
                            llava_settings=llava_settings, eval_records=eval_records, image_folder=data_args.image_folder)
     notebook = training_args.disable_tqdm and in_notebook()
     if notebook: trainer.remove_callback(transformers.trainer_callback.PrinterCallback)   # its dicts of strings: a table at the end instead
-    if training_args.should_save:   # staging folders of saves that were killed: complete ones are published, the rest deleted
-        for name in recover_staged_checkpoints(training_args.output_dir): say(f"llava_lora_train: note: {name} was complete when its save was interrupted: published")
-    resume = _resume_point(training_args)
-    if resume:
-        for f in sorted(Path(resume).glob('*.safetensors')): check_safetensors(f)
-        say(f"llava_lora_train: resuming from {resume}")
-    start = json.loads((Path(resume)/'trainer_state.json').read_text()).get('global_step', 0) if resume else 0
-    result = trainer.train(resume_from_checkpoint=resume)
+    if resume: say(f"llava_lora_train: resuming from {resume}")
+    stopper = SaveAndStop(); trainer.add_callback(stopper)
+    with stopper.installed(): result = trainer.train(resume_from_checkpoint=resume)
+    if stopper.signum and trainer.state.global_step < trainer.state.max_steps:   # saved at the end of the step: resumable
+        raise TrainingStopped(stopper.signum, Path(training_args.output_dir)/f'checkpoint-{trainer.state.global_step}')
     trainer.final_metrics = dict(result.metrics)
     if resume and trainer.state.global_step <= start:   # a finished run started again: nothing trained
         say(f"llava_lora_train: note: {resume} is at step {start}, the end of this run: nothing left to train "

@@ -4,20 +4,22 @@
 
 # %% ../nbs/07a_trainer.ipynb #770681a6
 from __future__ import annotations
-import json, math, os, shutil, sys, tempfile, time
+import json, math, os, shutil, signal, sys, tempfile, threading, time
+from contextlib import contextmanager
 from pathlib import Path
 import torch
 import transformers
 from .core import check_safetensors
+from .checkpoints import SAVING_SUFFIX, _publish, checkpoint_problem
 from .output import (NON_LORA, MM_PROJECTOR_NAME, RunSettings, non_lora_trainables, save_non_lora_trainables,
                      load_non_lora_trainables, projector_state_original, read_projector_file, read_mm_projector)
 
 # %% auto #0
-__all__ = ['PROJECTOR_KEYS', 'LAUNCHER_ENV', 'SAVING_SUFFIX', 'split_to_even_chunks', 'get_length_grouped_indices',
+__all__ = ['PROJECTOR_KEYS', 'LAUNCHER_ENV', 'STOP_SIGNALS', 'split_to_even_chunks', 'get_length_grouped_indices',
            'get_modality_length_grouped_indices', 'LengthGroupedSampler', 'is_projector_param', 'decay_parameter_names',
            'llava_param_groups', 'deepspeed_config', 'check_deepspeed_config', 'describe_clipping',
-           'deepspeed_from_argv', 'single_process_env', 'load_pretrain_mm_mlp_adapter', 'save_kind',
-           'recover_staged_checkpoints', 'checkpoint_problem', 'last_complete_checkpoint', 'LLaVATrainer', 'plot_loss']
+           'deepspeed_from_argv', 'single_process_env', 'load_pretrain_mm_mlp_adapter', 'save_kind', 'LLaVATrainer',
+           'TrainingStopped', 'SaveAndStop', 'plot_loss']
 
 # %% ../nbs/07a_trainer.ipynb #17abf460
 def split_to_even_chunks(indices:list, # dataset indices of one megabatch, longest first
@@ -242,53 +244,6 @@ def save_kind(model)->str:
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     return 'projector' if trainable and all(is_projector_param(n) for n in trainable) else 'full'
 
-# %% ../nbs/07a_trainer.ipynb #1cca0c74
-SAVING_SUFFIX = '.saving'
-
-def _publish(src:Path, final:Path):
-    "Rename the finished folder `src` to `final` (replacing an older `final`), and remove its staging parent."
-    if not src.exists(): return   # another process sharing this file system published it already
-    if final.exists():   # e.g. an incomplete checkpoint of the same step, skipped at resume
-        old = final.with_name(f'.{final.name}.old'); shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old); shutil.rmtree(old, ignore_errors=True)
-    try: os.replace(src, final)
-    except FileNotFoundError:   # lost the race to another process publishing the same folder
-        if not final.exists(): raise
-    shutil.rmtree(src.parent, ignore_errors=True)
-
-def recover_staged_checkpoints(output_dir)->list:
-    "At start-up: publish staged checkpoints that were complete when the save was killed (before the rename), delete the rest; returns the published names."
-    out, done = Path(output_dir), []
-    for p in sorted(out.glob(f'.checkpoint-*{SAVING_SUFFIX}')):
-        inner = p/p.name[1:-len(SAVING_SUFFIX)]
-        if inner.is_dir() and checkpoint_problem(inner) is None and not (out/inner.name).exists():
-            _publish(inner, out/inner.name); done.append(inner.name)
-        else: shutil.rmtree(p, ignore_errors=True)
-    for p in out.glob('.checkpoint-*.old'): shutil.rmtree(p, ignore_errors=True)
-    return done
-
-def checkpoint_problem(folder)->str|None:
-    "Why `folder` (a `checkpoint-N`) cannot be resumed from — no `trainer_state.json`, an empty file — or None when complete."
-    folder = Path(folder)
-    if not folder.is_dir(): return 'no such folder'
-    if not (folder/'trainer_state.json').is_file(): return 'no trainer_state.json'
-    empty = sorted(str(f.relative_to(folder)) for f in folder.rglob('*') if f.is_file() and f.stat().st_size == 0)
-    return f'{empty[0]} is empty' if empty else None
-
-def last_complete_checkpoint(output_dir, # a training output folder
-                             warn=None)->str|None: # called with a one-line warning per skipped checkpoint (default: stderr)
-    "The last complete `checkpoint-N` in `output_dir` (None if none); incomplete ones, newer, are skipped with a warning."
-    import re
-    d = Path(output_dir)
-    if not d.is_dir(): return None
-    warn = warn or (lambda m: print(m, file=sys.stderr))
-    found = sorted((int(m.group(1)), p) for p in d.iterdir() if p.is_dir() and (m := re.fullmatch(r'checkpoint-(\d+)', p.name)))
-    for _, p in reversed(found):
-        why = checkpoint_problem(p)
-        if why is None: return str(p)
-        warn(f"llava_lora_train: warning: skipping incomplete {p} ({why}: its save was interrupted); resuming from an earlier one")
-    return None
-
 # %% ../nbs/07a_trainer.ipynb #62988bce
 class LLaVATrainer(transformers.Trainer):
     "`transformers.Trainer` with LLaVA's modality-grouped sampler and projector LR, complete checkpoints and full resume."
@@ -417,6 +372,50 @@ class LLaVATrainer(transformers.Trainer):
         if self.args.should_save:
             rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+
+# %% ../nbs/07a_trainer.ipynb #3d221c75
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+class TrainingStopped(KeyboardInterrupt):
+    "Training stopped by a signal after saving `checkpoint`; a console script exits with `exit_status` (143 SIGTERM, 130 SIGINT)."
+    def __init__(self, signum:int, checkpoint):
+        self.signum, self.checkpoint, self.exit_status = signum, Path(checkpoint), 128 + signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}: saved {checkpoint}; run the same command (or call) again to resume from it")
+
+class SaveAndStop(transformers.TrainerCallback):
+    "On SIGTERM or SIGINT: finish the optimizer step, save a complete checkpoint, stop training; a second signal stops at once."
+    def __init__(self, say=None): # where the one-line note goes (default: stderr)
+        self.signum, self.say = None, say or (lambda m: print(m, file=sys.stderr, flush=True))
+
+    def _handler(self, signum, frame):
+        if self.signum is not None:   # the second signal: now
+            if signum == signal.SIGINT: raise KeyboardInterrupt
+            signal.signal(signum, signal.SIG_DFL); os.kill(os.getpid(), signum); return
+        self.signum = signum
+        self.say(f"llava_lora_train: {signal.Signals(signum).name}: finishing this step, saving a checkpoint, then stopping "
+                 "(send it again to stop at once)")
+
+    @contextmanager
+    def installed(self):
+        "Handle SIGTERM and SIGINT this way inside the block (in the main thread; elsewhere signals are left alone)."
+        if threading.current_thread() is not threading.main_thread(): yield self; return
+        old = {s: signal.signal(s, self._handler) for s in STOP_SIGNALS}
+        try: yield self
+        finally:
+            for s, h in old.items(): signal.signal(s, h)
+
+    def _agreed(self, args)->int:
+        "The signal if any rank received one (every rank must save together), else 0."
+        sig = self.signum or 0
+        if getattr(args, 'world_size', 1) > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            t = torch.tensor([sig], device=args.device)
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX); sig = int(t.item())
+            if sig and self.signum is None: self.signum = sig
+        return sig
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._agreed(args) and state.global_step < state.max_steps:   # at the last step the run ends and saves anyway
+            control.should_save = control.should_training_stop = True
 
 # %% ../nbs/07a_trainer.ipynb #a301098f
 def plot_loss(log_history:list, # `trainer.state.log_history`

@@ -15,7 +15,7 @@ def pytest_configure(config):
 
 # the files whose tests take longest go first, so that two workers finish together instead of one waiting on the other's
 # last long test (figures from `make test`'s report: tools/test_report.py)
-_FIRST = ['test_train_next', 'test_demo', 'test_train_deepspeed', 'test_packing', 'test_bench', 'test_train_cli', 'test_train_resume',
+_FIRST = ['test_train_next', 'test_faults', 'test_demo', 'test_train_deepspeed', 'test_packing', 'test_bench', 'test_train_cli', 'test_train_resume',
           'test_validate', 'test_train_stages', 'test_merge', 'test_docs']
 
 def pytest_collection_modifyitems(config, items):

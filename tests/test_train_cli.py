@@ -36,7 +36,8 @@ def test_train_cli_original_flags(tmp_path, tiny_ckpt, shapes):
     assert (out/'loss.png').stat().st_size > 1000
     s = json.loads((out/'llava_lora_settings.json').read_text())
     assert s['version'] == 'v1' and s['lora']['lora_r'] == 8 and s['model_name_or_path'] == str(tiny_ckpt)
-    assert f'base_model: "{tiny_ckpt}"' in (out/'README.md').read_text()   # the Hub model card names the base
+    import yaml
+    assert yaml.safe_load((out/'README.md').read_text().split('---')[1])['base_model'] == str(tiny_ckpt)   # the Hub model card names the base
     # issue 13 item 4: the run records its base, and a merge onto another base of the same shapes is refused
     from llava_lora_nb.output import base_fingerprint
     from llava_lora_nb.testing import save_tiny_checkpoint
@@ -155,13 +156,18 @@ def test_train_cli_truncated_weights_on_resume(tmp_path, tiny_ckpt, shapes):
             '--lora_enable', 'True', '--lora_r', '4', '--report_to', 'none', '--per_device_train_batch_size', '2', '--save_steps', '1']
     r = run_cli('llava_lora_train', *args, '--max_steps', '1')
     assert r.returncode == 0, r.stderr[-3000:]
+    from llava_lora_nb.checkpoints import write_complete_marker
     ck = out/'checkpoint-1'
     for name in ('adapter_model.safetensors', 'non_lora_trainables.safetensors'):
         f = ck/name
         keep = f.read_bytes(); f.write_bytes(keep[:len(keep) // 2])
+        if name == 'adapter_model.safetensors':   # cut short after its save: the marker's size says so, before anything loads
+            r = run_cli('llava_lora_train', *args, '--max_steps', '2', '--resume_from_checkpoint', ck)
+            assert r.returncode == 2 and f'{name} (cut short' in r.stderr and 'Traceback' not in r.stderr, r.stderr[-3000:]
+        write_complete_marker(ck)   # damaged with a marker that agrees: the file itself is read, and refused
         r = run_cli('llava_lora_train', *args, '--max_steps', '2')
         assert r.returncode == 2 and f'{f} cannot be read' in r.stderr and 'Traceback' not in r.stderr, r.stderr[-3000:]
-        f.write_bytes(keep)
+        f.write_bytes(keep); write_complete_marker(ck)
 
 def test_train_and_merge_from_original_layout_checkpoint(tmp_path, shapes):
     "An original-layout checkpoint (LlavaLlamaForCausalLM, as liuhaotian/llava-v1.5-13b) trains (converted once) and merges onto itself both ways."

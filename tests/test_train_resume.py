@@ -175,7 +175,9 @@ def test_resume_skips_incomplete_checkpoints(full_run, tmp_path, tiny_ckpt, shap
     (out/'checkpoint-6'/'optimizer.pt').write_bytes(b''); (out/'checkpoint-6'/'trainer_state.json').unlink()
     train(*_args(tiny_ckpt, data, folder, out, '--save_total_limit', '1'), verbose=False)
     err = capfd.readouterr().err
-    assert f'skipping incomplete {out/"checkpoint-8"} (no trainer_state.json' in err and f'{out/"checkpoint-6"}' in err
-    assert sorted(p.name for p in out.iterdir() if 'checkpoint' in p.name) == ['checkpoint-8']   # rotation still works
+    assert f'skipping {out/"checkpoint-8"}, incomplete: missing ' in err and f'skipping {out/"checkpoint-6"}, incomplete' in err, err
+    assert 'trainer_state.json' in err.split('checkpoint-8, incomplete')[1].splitlines()[0]
+    # rotation still works; the incomplete checkpoint-8, saved over, was moved aside (never deleted)
+    assert sorted(p.name for p in out.iterdir() if 'checkpoint' in p.name) == ['checkpoint-8', 'incomplete-checkpoint-8']
     ref, got = _trained(full_run[0]), _trained(out)
     for k in ref: torch.testing.assert_close(got[k], ref[k], rtol=0, atol=1e-6, msg=k)
