@@ -82,6 +82,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/llava_lora_nb', 'doc_host'
                                     'llava_lora_nb.core._lock_info': ('core.html#_lock_info', 'llava_lora_nb/core.py'),
                                     'llava_lora_nb.core._respell': ('core.html#_respell', 'llava_lora_nb/core.py'),
                                     'llava_lora_nb.core._say': ('core.html#_say', 'llava_lora_nb/core.py'),
+                                    'llava_lora_nb.core._stage_name': ('core.html#_stage_name', 'llava_lora_nb/core.py'),
                                     'llava_lora_nb.core.check_free_space': ('core.html#check_free_space', 'llava_lora_nb/core.py'),
                                     'llava_lora_nb.core.check_safetensors': ('core.html#check_safetensors', 'llava_lora_nb/core.py'),
                                     'llava_lora_nb.core.folder_lock': ('core.html#folder_lock', 'llava_lora_nb/core.py'),

@@ -78,13 +78,18 @@ def pid_alive(pid:int)->bool:
 
 def _gib(n): return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
+def _stage_name(out:Path, kind:str)->Path:
+    "`.NAME.KIND-HOST-PID` beside `out`: whose it is, so that only this machine's dead writers' leftovers are removed."
+    return out.with_name(f'.{out.name}.{kind}-{socket.gethostname()}-{os.getpid()}')
+
 def remove_stale_stages(out,        # the output folder whose staging siblings to look at
                         say=None):  # called with a one-line note per removed folder (default: stderr)
-    "Delete `out`'s staging siblings (`.NAME.tmp-PID`, `.NAME.old-PID`) whose process is gone, naming each; returns their paths."
-    out, gone = Path(out).expanduser().absolute(), []
+    "Delete `out`'s staging siblings (`.NAME.tmp-HOST-PID`, `.NAME.old-HOST-PID`) of this machine whose process is gone, naming each; returns their paths."
+    out, gone, here = Path(out).expanduser().absolute(), [], socket.gethostname()
     for kind in ('tmp', 'old'):
         for p in sorted(out.parent.glob(f'.{glob.escape(out.name)}.{kind}-*')):
-            pid = p.name.rsplit('-', 1)[-1]
+            host, _, pid = p.name[len(f'.{out.name}.{kind}-'):].rpartition('-')
+            if host not in ('', here): continue   # another machine's write (a shared file system): its own business
             if not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid)): continue
             size = sum(f.stat().st_size for f in p.rglob('*') if f.is_file()) if p.is_dir() else 0
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
@@ -110,12 +115,12 @@ def staged_folder(out,               # the folder to create (or replace)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_stages(out, say)   # what killed writes left (as large as the output) goes first
     if need_bytes: check_free_space(out.parent, need_bytes, f"writing {out}")
-    tmp = out.with_name(f'.{out.name}.tmp-{os.getpid()}')
+    tmp = _stage_name(out, 'tmp')
     shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
     try:
         yield tmp
         if out.exists():
-            old = out.with_name(f'.{out.name}.old-{os.getpid()}')
+            old = _stage_name(out, 'old')
             os.replace(out, old); os.replace(tmp, out); shutil.rmtree(old, ignore_errors=True)
         else: os.replace(tmp, out)
     finally: shutil.rmtree(tmp, ignore_errors=True)

@@ -3,7 +3,7 @@
 The README's "Guarantees" table points here. A kill -9 during a checkpoint save is `test_train_resume.py::
 test_kill_during_checkpoint_save_resumes`; the input checks made before anything loads are in `test_train_cli.py`,
 `test_data_cli.py` and `test_validate.py` (listed in the same table)."""
-import json, os, signal, subprocess, sys, time
+import json, os, signal, socket, subprocess, sys, time
 from pathlib import Path
 import pytest, torch
 from safetensors.torch import load_file
@@ -146,7 +146,7 @@ def test_merge_removes_leftovers_and_checks_disk(tmp_path, trained, tiny_ckpt, c
     adapter, _ = trained
     out = tmp_path/'merged'
     gone = subprocess.Popen([sys.executable, '-c', 'pass']); gone.wait()
-    left = tmp_path/f'.merged.tmp-{gone.pid}'; left.mkdir(); (left/'model.safetensors').write_bytes(b'0' * 4096)
+    left = tmp_path/f'.merged.tmp-{socket.gethostname()}-{gone.pid}'; left.mkdir(); (left/'model.safetensors').write_bytes(b'0' * 4096)
     merge.merge_lora(adapter, tiny_ckpt, out, streaming=True, progress=False)
     assert not left.exists() and f'removed {left}' in capfd.readouterr().err
     monkeypatch.setattr(merge, 'merged_size', lambda *a: 2**60)   # a base larger than any disk

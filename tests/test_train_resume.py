@@ -163,6 +163,10 @@ def test_rerun_of_a_finished_run_trains_nothing(full_run, tmp_path, tiny_ckpt, s
     ref, got = _trained(full_run[0]), _trained(out)
     for k in ref: torch.testing.assert_close(got[k], ref[k], rtol=0, atol=0, msg=k)
     assert (out/'README.md').read_text() == card and '| mean training loss | 0.0 |' not in card   # the finished run's figures stay
+    (out/'README.md').unlink(); (out/'loss.png').unlink()   # a finished run whose card and figure were lost: the same command writes them back
+    train(*_args(tiny_ckpt, data, folder, out), verbose=False)
+    assert (out/'loss.png').exists() and '| steps | 8 |' in (out/'README.md').read_text()
+    assert json.loads((out/'trainer_state.json').read_text())['global_step'] == 8
 
 def test_resume_skips_incomplete_checkpoints(full_run, tmp_path, tiny_ckpt, shapes, capfd):
     "On-disk states an interrupted save of an older version leaves: an empty checkpoint folder, a 0-byte optimizer.pt."
