@@ -98,8 +98,11 @@ def model_card(folder,        # a training output (adapter, projector) or a merg
     lines += ['## Training', '', '| setting | value |', '|---|---|'] + [f"| {_cell(k)} | {_cell(v)} |" for k, v in rows if v is not None] + ['']
     lines += ['## How to load', '', '```python']
     if kind in ('merged', 'full'):
-        lines += [f"from transformers import {fam.model_class}, AutoProcessor", f"model = {fam.model_class}.from_pretrained({name!r})",
-                  f"processor = AutoProcessor.from_pretrained({name!r})"]
+        lines += ["from transformers import pipeline", f"pipe = pipeline('image-text-to-text', model={name!r})",
+                  "messages = [{'role': 'user', 'content': [{'type': 'image', 'image': 'photo.jpg'}, {'type': 'text', 'text': 'What is shown?'}]}]",
+                  "print(pipe(text=messages, max_new_tokens=64, return_full_text=False)[0]['generated_text'])",
+                  "# or the model itself:", f"from transformers import {fam.model_class}, AutoProcessor",
+                  f"model = {fam.model_class}.from_pretrained({name!r})", f"processor = AutoProcessor.from_pretrained({name!r})"]
     elif kind == 'adapter':
         lines += [f"from transformers import {fam.model_class}, AutoProcessor", "from peft import PeftModel",
                   f"base = {fam.model_class}.from_pretrained({base!r})", f"model = PeftModel.from_pretrained(base, {name!r})",
@@ -108,7 +111,10 @@ def model_card(folder,        # a training output (adapter, projector) or a merg
                   f"model, processor, settings = load_adapter_model({name!r})"]
     else:
         lines += ["from llava_lora_nb.output import load_adapter_model", f"model, processor, settings = load_adapter_model({name!r})"]
-    lines += ['```', '', f"Prompt with the {_code(s.version)} template (`llava_lora_nb.prompts`).", '']
+    served = (" The folder's chat template (`chat_template.jinja`) is that training template, and `generation_config.json` stops "
+              "at its end of turn: transformers' pipeline, vLLM (`vllm serve <folder>`), TGI and SGLang prompt it exactly as it was "
+              "trained." if kind in ('merged', 'full') else '')
+    lines += ['```', '', f"Prompt with the {_code(s.version)} template (`llava_lora_nb.prompts`).{served}", '']
     return '\n'.join(lines)
 
 def write_model_card(folder, kind:str|None=None, name:str|None=None) -> Path:

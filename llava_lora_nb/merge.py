@@ -7,17 +7,18 @@ from __future__ import annotations
 import json, math, os, re, shutil, sys, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
-import torch
+import torch, transformers
 from .core import LlavaLoraError, ArgumentParser, run_cli, staged_folder, path_relation, folder_lock
 from .output import (NON_LORA, SETTINGS_NAME, RunSettings, is_adapter_dir, check_base_exists, check_adapter_folder,
                      check_inputs, check_adapter_matches, read_non_lora_trainables, checkpoint_dtype, load_adapter_model)
 from .card import write_model_card
+from .prompts import set_chat_template, stop_token_ids
 
 # %% auto #0
 __all__ = ['MERGE_TOLERANCE', 'MergeError', 'check_output_path', 'probe_batch', 'logits_error', 'merge_in_memory',
            'checkpoint_key', 'lora_scale', 'read_lora_deltas', 'safetensors_header', 'SafetensorsWriter',
-           'merge_streaming', 'MergeReport', 'merged_size', 'merge_lora', 'checkpoint_tensors', 'same_tensors',
-           'merge_parser', 'merge_cli']
+           'merge_streaming', 'MergeReport', 'write_stop_ids', 'merged_size', 'merge_lora', 'checkpoint_tensors',
+           'same_tensors', 'merge_parser', 'merge_cli']
 
 # %% ../nbs/08_merge.ipynb #8a67ae59
 class MergeError(LlavaLoraError):
@@ -267,6 +268,16 @@ class MergeReport:
         return (f"merged ({'streaming' if self.streaming else 'in memory'}, {self.dtype}) into {self.output_dir} "
                 f"in {self.seconds:.1f} s; {chk}")
 
+def write_stop_ids(folder, # a merged checkpoint folder
+                   ids:list): # `prompts.stop_token_ids`
+    "Make `folder`'s `generation_config.json` stop at `ids` (created from the model's config when missing)."
+    from transformers import AutoConfig, GenerationConfig
+    folder = Path(folder)
+    gc = GenerationConfig.from_pretrained(folder) if (folder/'generation_config.json').exists() else GenerationConfig.from_model_config(
+        AutoConfig.from_pretrained(folder))
+    gc.eos_token_id = ids[0] if len(ids) == 1 else ids
+    gc.save_pretrained(folder)
+
 def merged_size(model_base, # the base checkpoint folder
                 torch_dtype=None)->int: # the merge's dtype (default: the base's)
     "Bytes the merged checkpoint will take: the base's weight files, scaled to `torch_dtype` (0 when the base is not a local folder)."
@@ -315,8 +326,10 @@ def merge_lora(adapter_dir,                 # training output folder (adapter_co
                 dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
                 model.save_pretrained(tmp, safe_serialization=True, max_shard_size=max_shard_size)
                 del model
-            processor.save_pretrained(tmp)
             settings = RunSettings.read(adapter_dir)
+            set_chat_template(processor, settings.version)   # served as trained: the training template, and its end of turn
+            processor.save_pretrained(tmp)
+            write_stop_ids(tmp, stop_token_ids(settings.version, processor))
             settings.merged_from = {'adapter': str(adapter_dir), 'model_base': str(model_base), 'streaming': streaming}
             settings.write(tmp)
             write_model_card(tmp, kind='merged', name=out.name)   # README.md for the Hub, inside the staged folder, named as the final one

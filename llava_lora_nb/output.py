@@ -61,6 +61,7 @@ class RunSettings:
     run: dict = field(default_factory=dict)    # what the run is, compared at every resume: base fingerprint, LoRA settings, template, data SHA-256, ...
     schedule: dict = field(default_factory=dict)   # what may change between restarts: max_steps, num_train_epochs, save / logging / eval steps
     resumes: list = field(default_factory=list)    # each restart: the step, the checkpoint, what changed
+    base_chat_template: str|None = None   # the base checkpoint's own chat template, for reference (the folder serves the training one)
     extra: dict = field(default_factory=dict)   # keys this version does not know, kept as they were
     fingerprint_recorded: bool = field(default=True, repr=False)   # False for outputs of versions before fingerprints
 

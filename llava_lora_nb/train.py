@@ -13,6 +13,7 @@ from .core import LlavaLoraError, check_safetensors, run_cli, in_notebook, path_
 from .families import family_of
 from .loading import LoraFlags, LoraSettings
 from .output import RunSettings
+from .prompts import set_chat_template
 from .card import write_model_card
 from .arguments import (ModelArguments, DataArguments, TrainingArguments, check_architecture, check_report_to,
                                      parse_args, _resolve_deepspeed, coerce_settings)
@@ -302,6 +303,8 @@ def _train_held(config, model_args, data_args, training_args, callbacks, say, ve
                             gradient_checkpointing=training_args.gradient_checkpointing, cache_dir=training_args.cache_dir)
     check_zero3_quantization(model, training_args.deepspeed)
     model.config.use_cache = False
+    base_chat_template = getattr(processor, 'chat_template', None)
+    set_chat_template(processor, model_args.version)   # every folder this run writes serves the training template
     if model_args.pretrain_mm_mlp_adapter: load_pretrain_mm_mlp_adapter(model, model_args.pretrain_mm_mlp_adapter)
     if model_args.freeze_backbone:
         for n, p in model.named_parameters():
@@ -326,7 +329,7 @@ def _train_held(config, model_args, data_args, training_args, callbacks, say, ve
     llava_settings = RunSettings(model_args.model_name_or_path, model_args.version, aspect,
                                  training_args.model_max_length, settings.to_dict(), settings.method,
                                  fingerprint, data=_data_summary(data_args, records, eval_records, training_args),
-                                 run=run, schedule=schedule, resumes=resumes)
+                                 run=run, schedule=schedule, resumes=resumes, base_chat_template=base_chat_template)
     for line in run_header(model, settings, training_args, None if original else config): say(f"llava_lora_train: {line}")
     # 6. train (resuming like the original when checkpoints exist); SIGTERM / SIGINT: save a checkpoint, then stop
     trainer = LLaVATrainer(model=model, args=training_args, train_dataset=dataset, eval_dataset=eval_dataset,

@@ -114,3 +114,28 @@ def test_eval_cli_refuses_output_over_data(tmp_path):
         if out == data:
             assert r.returncode == 2 and 'would overwrite the --data file' in r.stderr and 'Traceback' not in r.stderr, r.stderr
     assert data.read_text() == '[]'
+
+def test_served_through_pipeline_as_trained(trained, shapes):
+    """The merged folder served by transformers' image-text-to-text pipeline with plain chat messages (its own chat template,
+    generation_config.json) answers every held-out question exactly as `generate_answers` (our training prompt) does."""
+    import torch, transformers
+    from PIL import Image
+    from llava_lora_nb.generation import generate_answers
+    from llava_lora_nb.output import RunSettings
+    from llava_lora_nb.prompts import chat_template
+    _, merged = trained
+    _, heldout, folder = shapes
+    s = RunSettings.read(merged)
+    assert (merged/'chat_template.jinja').read_text() == chat_template(s.version)   # the training template, not the base's
+    recs = [r for r in json.loads(heldout.read_text()) if r.get('image')]
+    qs = [r['conversations'][0]['value'].replace('<image>', '').strip() for r in recs]
+    ims = [Image.open(folder/r['image']).convert('RGB') for r in recs]
+    model = transformers.AutoModelForImageTextToText.from_pretrained(merged).eval()
+    proc = transformers.AutoProcessor.from_pretrained(merged)
+    ours = generate_answers(model, proc, [([{'from': 'human', 'value': '<image>\n' + q}], im) for q, im in zip(qs, ims)],
+                            template=s.version, image_aspect_ratio=s.image_aspect_ratio, max_new_tokens=8)
+    pipe = transformers.pipeline('image-text-to-text', model=str(merged), device='cpu')
+    served = [pipe(text=[{'role': 'user', 'content': [{'type': 'image', 'image': im}, {'type': 'text', 'text': q}]}],
+                   max_new_tokens=8, return_full_text=False)[0]['generated_text'] for q, im in zip(qs, ims)]
+    assert [a.strip() for a in served] == [a.strip() for a in ours]
+    assert len({a.strip() for a in ours}) > 1 and all(a.strip() for a in ours)   # real answers, not one repeated string
