@@ -37,7 +37,7 @@ def run_demo(output_dir='demo_out',       # everything is written here
     from llava_lora_nb.core import in_notebook
     from llava_lora_nb.live import LiveTrainingCallback
     from llava_lora_nb.merge import merge_lora
-    from llava_lora_nb.validate import load_for_inference, evaluate, predict
+    from llava_lora_nb.validate import load_for_inference, evaluate, predict, served_answers, exact_match
     fam = family_of(arch)   # an unknown name is refused here, before anything is written
     out = Path(output_dir)
     if out.exists() and any(out.iterdir()) and not (overwrite or resume):
@@ -97,6 +97,11 @@ def run_demo(output_dir='demo_out',       # everything is written here
     q = rec['conversations'][0]['value']
     report['prediction'] = {'image': rec['image'], 'question': q.replace('<image>', '').strip(), 'reference': rec['conversations'][1]['value'],
                             'answer': predict(merged, proc, data/rec['image'], q)}
+    # 6. served as trained: transformers' pipeline on merged/, plain chat messages (its own chat template), the same questions
+    served = served_answers(out/'merged', heldout_json, data)
+    rows = [r for r in evaluate(merged, proc, heldout_json, data, progress=False, batch_size=16).rows if r['error'] is None]   # our prompt builder
+    report.update(served_same=sum(a == r['answer'].strip() for a, r in zip(served, rows)), served_total=len(rows),
+                  served_accuracy=sum(exact_match(a, r['reference']) for a, r in zip(served, rows)) / max(len(rows), 1))
     _stage(report, 'merge+predict', t0)
     report['seconds']['total'] = round(sum(report['seconds'].values()), 1)
     (out/'report.json').write_text(json.dumps(report, indent=2))
@@ -114,6 +119,8 @@ def format_report(r:dict) -> str:
         f"  merge            : verified, max relative logit error {r['merge_error']:.2g} <= {r['merge_tolerance']:g}",
         f"  merged model     : {r['merged']}  (loads with {r.get('merged_class', 'LlavaForConditionalGeneration')}.from_pretrained)",
         f"  one prediction   : {p['image']}: '{p['question']}' -> '{p['answer']}' (reference '{p['reference']}')",
+        *([f"  served           : transformers' image-text-to-text pipeline on merged/ (its own chat template): the same answers "
+           f"on {r['served_same']}/{r['served_total']} questions, accuracy {r['served_accuracy']:.1%}"] if 'served_same' in r else []),
         f"  written to       : {r['output_dir']} (base/, data/, adapter/, merged/, heldout_results.jsonl, report.json)"])
 
 def _demo_main(argv):

@@ -15,9 +15,9 @@ from .generation import (_image, _record_image, generate_answer, generate_answer
 _all_ = ['generate_answer', 'generate_answers', 'normalize_answer', 'exact_match', 'heldout_questions', 'EvalResult', 'evaluate']
 
 # %% auto #0
-__all__ = ['load_for_inference', 'predict', 'side_by_side', 'shown_text', 'gallery_html', 'gallery', 'predict_cli', 'eval_cli',
-           'generate_answer', 'generate_answers', 'normalize_answer', 'exact_match', 'heldout_questions', 'EvalResult',
-           'evaluate']
+__all__ = ['load_for_inference', 'predict', 'side_by_side', 'shown_text', 'gallery_html', 'gallery', 'served_answers',
+           'predict_cli', 'eval_cli', 'generate_answer', 'generate_answers', 'normalize_answer', 'exact_match',
+           'heldout_questions', 'EvalResult', 'evaluate']
 
 # %% ../nbs/09_validate.ipynb #7c56b2ef
 def load_for_inference(model_path,          # merged checkpoint folder, or a training output folder (or its checkpoint-N)
@@ -92,6 +92,28 @@ def gallery(rows, image_folder, max_items:int=24):
     "Display `gallery_html` in a notebook."
     from IPython.display import HTML, display
     h = HTML(gallery_html(rows, image_folder, max_items)); display(h); return h
+
+# %% ../nbs/09_validate.ipynb #3ec49770
+def served_answers(model_path,          # a merged (or fully finetuned) checkpoint folder
+                   data,                # held-out records, or their JSON/JSONL file
+                   image_folder,        # folder their images are relative to
+                   turns:str='last',    # as `evaluate`
+                   max_new_tokens:int=16,
+                   limit:int|None=None) -> list: # the first `limit` questions only
+    "Greedy answers of transformers' `pipeline('image-text-to-text')` on `model_path` to the held-out questions, asked as plain chat messages (the folder's own chat template), in `evaluate`'s order."
+    import transformers
+    from PIL import Image
+    from llava_lora_nb.records import load_records, to_hf_messages
+    records = load_records(data) if isinstance(data, (str, Path)) else data
+    pipe = transformers.pipeline('image-text-to-text', model=str(model_path), device=0 if torch.cuda.is_available() else -1)
+    out = []
+    for r, _, conv, _ in list(heldout_questions(records, turns))[:limit]:
+        im = Image.open(Path(image_folder)/r['image']).convert('RGB') if r.get('image') else None
+        msgs = to_hf_messages([{'id': r.get('id'), 'conversations': conv, **({'image': r['image']} if im else {})}])[0]['messages']
+        msgs = [{**m, 'content': [{**c, 'image': im} if c['type'] == 'image' else c for c in m['content']]} for m in msgs]
+        got = pipe(text=msgs, max_new_tokens=max_new_tokens, return_full_text=False, generate_kwargs={'do_sample': False})
+        out.append(got[0]['generated_text'].strip())
+    return out
 
 # %% ../nbs/09_validate.ipynb #7007a0c6
 def _add_model_args(p):
