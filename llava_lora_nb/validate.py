@@ -16,8 +16,8 @@ _all_ = ['generate_answer', 'generate_answers', 'normalize_answer', 'exact_match
 
 # %% auto #0
 __all__ = ['load_for_inference', 'predict', 'side_by_side', 'shown_text', 'gallery_html', 'gallery', 'served_answers',
-           'predict_cli', 'eval_cli', 'generate_answer', 'generate_answers', 'normalize_answer', 'exact_match',
-           'heldout_questions', 'EvalResult', 'evaluate']
+           'served_evaluate', 'predict_cli', 'eval_cli', 'generate_answer', 'generate_answers', 'normalize_answer',
+           'exact_match', 'heldout_questions', 'EvalResult', 'evaluate']
 
 # %% ../nbs/09_validate.ipynb #7c56b2ef
 def load_for_inference(model_path,          # merged checkpoint folder, or a training output folder (or its checkpoint-N)
@@ -104,6 +104,9 @@ def served_answers(model_path,          # a merged (or fully finetuned) checkpoi
     import transformers
     from PIL import Image
     from llava_lora_nb.records import load_records, to_hf_messages
+    if output_kind(model_path) == 'lora':
+        raise OutputError(f"{model_path} is a LoRA adapter: a standard client loads a whole model; merge it (llava_lora_merge) and "
+                          "pass the merged folder, or drop --chat_template folder")
     records = load_records(data) if isinstance(data, (str, Path)) else data
     pipe = transformers.pipeline('image-text-to-text', model=str(model_path), device=0 if torch.cuda.is_available() else -1)
     out = []
@@ -115,6 +118,17 @@ def served_answers(model_path,          # a merged (or fully finetuned) checkpoi
         out.append(got[0]['generated_text'].strip())
     return out
 
+def served_evaluate(model_path, data, image_folder, turns:str='last', max_new_tokens:int=16, limit:int|None=None) -> EvalResult:
+    "`evaluate`, with every question asked through `served_answers` (the folder's own chat template in transformers' pipeline)."
+    from llava_lora_nb.records import load_records
+    records = load_records(data) if isinstance(data, (str, Path)) else data
+    qs = list(heldout_questions(records, turns))[:limit]
+    answers = served_answers(model_path, records, image_folder, turns, max_new_tokens, limit)
+    rows = [{'id': r.get('id'), 'turn': i // 2, 'image': r.get('image'), 'question': conv[-1]['value'].replace('<image>', '').strip(),
+             'reference': ref, 'answer': ans, 'correct': exact_match(ans, ref), 'error': None} for (r, i, conv, ref), ans in zip(qs, answers)]
+    c = sum(r['correct'] for r in rows)
+    return EvalResult(rows, {'n': len(rows), 'correct': c, 'exact_match': c / len(rows) if rows else 0.0, 'failed': 0})
+
 # %% ../nbs/09_validate.ipynb #7007a0c6
 def _add_model_args(p):
     p.add_argument('--model_path', required=True, help='merged checkpoint, or a training output folder (or its checkpoint-N)')
@@ -123,6 +137,9 @@ def _add_model_args(p):
     p.add_argument('--conv_mode', default=None, help="prompt template (default: the model's llava_lora_settings.json)")
     p.add_argument('--image_aspect_ratio', default=None, help="'pad' or 'original' (default: from settings)")
     p.add_argument('--device', default=None, help="e.g. cuda (default: CPU)")
+    p.add_argument('--chat_template', default='ours', choices=['ours', 'folder'],
+                   help="'ours' (default): prompt exactly as in training; 'folder': through the folder's own chat template in transformers' "
+                        "pipeline, as a standard client would (a merged folder), so any drift is measurable")
     p.add_argument('--allow_other_base', action='store_true',
                    help='use --model_base even if it is not the base the adapter was trained on (its fingerprint differs)')
 
@@ -145,6 +162,10 @@ def _predict_main(argv):
     p.add_argument('--top_p', type=float, default=None, help='nucleus sampling (with --temperature > 0)')
     p.add_argument('--max_new_tokens', type=int, default=64, help='answer length limit (default 64)')
     a = p.parse_args(argv)
+    if a.chat_template == 'folder':   # a standard client: the pipeline reads the folder's chat template
+        q = a.prompt if not a.image or '<image>' in a.prompt else '<image>\n' + a.prompt
+        rec = {'id': 'prompt', 'conversations': [{'from': 'human', 'value': q}, {'from': 'gpt', 'value': ''}], **({'image': Path(a.image).name} if a.image else {})}
+        print(served_answers(a.model_path, [rec], Path(a.image).parent if a.image else None, max_new_tokens=a.max_new_tokens)[0]); return
     model, processor, settings = load_for_inference(a.model_path, _base_flag(a.model_path, a.model_base), device=a.device,
                                                     allow_other_base=a.allow_other_base)
     img = _image(a.image)
@@ -175,6 +196,8 @@ def _eval_main(argv):
     from llava_lora_nb.records import load_records
     results, records = {}, load_records(a.data)
     for name, path in [('model', a.model_path)] + ([('compare', a.compare)] if a.compare else []):
+        if name == 'model' and a.chat_template == 'folder':
+            results[name] = served_evaluate(path, records, a.image_folder, a.turns, a.max_new_tokens, a.limit); continue
         model, processor, settings = load_for_inference(path, _base_flag(path, a.model_base), device=a.device,
                                                         allow_other_base=a.allow_other_base)
         template, ar = _cfg(a, settings)
