@@ -4,9 +4,9 @@
 
 # %% ../nbs/06c_checkpoints.ipynb #d0ec400c
 from __future__ import annotations
-import hashlib, json, os, re, shutil, sys
+import hashlib, json, os, re, shutil
 from pathlib import Path
-from .core import LlavaLoraError
+from .core import LlavaLoraError, _say
 from .output import ADAPTER_CONFIG, ADAPTER_WEIGHTS, NON_LORA, NON_LORA_BIN, MM_PROJECTOR_NAME, RunSettings
 
 # %% auto #0
@@ -60,8 +60,6 @@ def checkpoint_problem(folder)->str|None:
     return f"incomplete: missing {', '.join(miss)}" if miss else None
 
 # %% ../nbs/06c_checkpoints.ipynb #c4005ac9
-SAVING_SUFFIX = '.saving'
-
 def _aside(final:Path)->Path:
     "A free name `incomplete-checkpoint-N[-k]` beside `final`."
     k, p = 1, final.with_name(f'incomplete-{final.name}')
@@ -75,7 +73,7 @@ def _publish(src:Path, final:Path, say=None):
     if final.exists():
         if checkpoint_missing(final):   # an incomplete checkpoint of the same step, skipped at resume: kept, under another name
             aside = _aside(final); os.replace(final, aside)
-            (say or (lambda m: print(m, file=sys.stderr)))(f"llava_lora_train: note: the incomplete {final.name} was moved to {aside.name}")
+            (say or _say)(f"llava_lora_train: note: the incomplete {final.name} was moved to {aside.name}")
         else:   # a complete one of the same step (a resume from an earlier checkpoint): replaced
             old = final.with_name(f'.{final.name}.old'); shutil.rmtree(old, ignore_errors=True)
             os.replace(final, old); shutil.rmtree(old, ignore_errors=True)
@@ -100,7 +98,7 @@ def last_complete_checkpoint(output_dir, # a training output folder
     "The last complete `checkpoint-N` in `output_dir` (None if none); incomplete ones, newer, are skipped with a warning."
     d = Path(output_dir)
     if not d.is_dir(): return None
-    warn = warn or (lambda m: print(m, file=sys.stderr))
+    warn = warn or _say
     found = sorted((int(m.group(1)), p) for p in d.iterdir() if p.is_dir() and (m := re.fullmatch(r'checkpoint-(\d+)', p.name)))
     for _, p in reversed(found):
         why = checkpoint_problem(p)

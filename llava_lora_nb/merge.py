@@ -7,7 +7,7 @@ from __future__ import annotations
 import json, math, os, re, shutil, sys, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
-import torch, transformers
+import torch
 from .core import LlavaLoraError, ArgumentParser, run_cli, staged_folder, path_relation, folder_lock
 from .output import (NON_LORA, SETTINGS_NAME, RunSettings, is_adapter_dir, check_base_exists, check_adapter_folder,
                      check_inputs, check_adapter_matches, read_non_lora_trainables, checkpoint_dtype, load_adapter_model)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import transformers
 from .core import check_safetensors
-from .checkpoints import SAVING_SUFFIX, _publish, checkpoint_problem
+from .checkpoints import SAVING_SUFFIX, _publish
 from .output import (NON_LORA, MM_PROJECTOR_NAME, RunSettings, non_lora_trainables, save_non_lora_trainables,
                      load_non_lora_trainables, projector_state_original, read_projector_file, read_mm_projector)
 
