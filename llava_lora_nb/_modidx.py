@@ -670,6 +670,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/llava_lora_nb', 'doc_host'
                                                                                    'llava_lora_nb/validate.py'),
                                         'llava_lora_nb.validate.served_evaluate': ( 'validate.html#served_evaluate',
                                                                                     'llava_lora_nb/validate.py'),
+                                        'llava_lora_nb.validate.served_pipeline': ( 'validate.html#served_pipeline',
+                                                                                    'llava_lora_nb/validate.py'),
                                         'llava_lora_nb.validate.shown_text': ('validate.html#shown_text', 'llava_lora_nb/validate.py'),
                                         'llava_lora_nb.validate.side_by_side': ( 'validate.html#side_by_side',
                                                                                  'llava_lora_nb/validate.py')}}}

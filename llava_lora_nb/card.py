@@ -97,23 +97,27 @@ def model_card(folder,        # a training output (adapter, projector) or a merg
         rows.append(('resumed', f"at step {r.get('step')} from {_code(r.get('checkpoint'))}" + (f" ({ch})" if ch else '')))
     lines += ['## Training', '', '| setting | value |', '|---|---|'] + [f"| {_cell(k)} | {_cell(v)} |" for k, v in rows if v is not None] + ['']
     lines += ['## How to load', '', '```python']
+    here = str(d.resolve().parent/name)   # absolute: the snippet works pasted anywhere on this machine
+    base_at = str(Path(base).expanduser().resolve()) if base and Path(base).expanduser().is_dir() else base
+    ask = ["messages = [{'role': 'user', 'content': [{'type': 'image', 'image': 'photo.jpg'}, {'type': 'text', 'text': 'What is shown?'}]}]",
+           "print(pipe(text=messages, max_new_tokens=64, return_full_text=False)[0]['generated_text'])"]
     if kind in ('merged', 'full'):
-        lines += ["from transformers import pipeline", f"pipe = pipeline('image-text-to-text', model={name!r})",
-                  "messages = [{'role': 'user', 'content': [{'type': 'image', 'image': 'photo.jpg'}, {'type': 'text', 'text': 'What is shown?'}]}]",
-                  "print(pipe(text=messages, max_new_tokens=64, return_full_text=False)[0]['generated_text'])",
+        lines += ["from transformers import pipeline", f"folder = {here!r}   # or its Hub repo id, once pushed",
+                  "pipe = pipeline('image-text-to-text', model=folder)"] + ask + [
                   "# or the model itself:", f"from transformers import {fam.model_class}, AutoProcessor",
-                  f"model = {fam.model_class}.from_pretrained({name!r})", f"processor = AutoProcessor.from_pretrained({name!r})"]
+                  f"model = {fam.model_class}.from_pretrained(folder)", "processor = AutoProcessor.from_pretrained(folder)"]
     elif kind == 'adapter':
-        lines += [f"from transformers import {fam.model_class}, AutoProcessor", "from peft import PeftModel",
-                  f"base = {fam.model_class}.from_pretrained({base!r})", f"model = PeftModel.from_pretrained(base, {name!r})",
-                  f"processor = AutoProcessor.from_pretrained({base!r})", "# the projector (non_lora_trainables) too, in one call:",
-                  "from llava_lora_nb.output import load_adapter_model",
-                  f"model, processor, settings = load_adapter_model({name!r})"]
+        lines += [f"from transformers import {fam.model_class}, AutoProcessor, pipeline", f"folder = {here!r}   # or its Hub repo id, once pushed",
+                  f"model = {fam.model_class}.from_pretrained({base_at!r})",
+                  "model.load_adapter(folder)   # the LoRA weights and the trained projector (or: peft.PeftModel.from_pretrained(model, folder))",
+                  "pipe = pipeline('image-text-to-text', model=model, processor=AutoProcessor.from_pretrained(folder))"] + ask
     else:
-        lines += ["from llava_lora_nb.output import load_adapter_model", f"model, processor, settings = load_adapter_model({name!r})"]
-    served = (" The folder's chat template (`chat_template.jinja`) is that training template, and `generation_config.json` stops "
-              "at its end of turn: transformers' pipeline, vLLM (`vllm serve <folder>`), TGI and SGLang prompt it exactly as it was "
-              "trained." if kind in ('merged', 'full') else '')
+        lines += ["from llava_lora_nb.output import load_adapter_model", f"model, processor, settings = load_adapter_model({here!r})"]
+    served = {'adapter': " The folder's chat template (`chat_template.jinja`) is that training template, so the pipeline prompts it exactly "
+                         "as it was trained; for vLLM, TGI or SGLang merge it first (`llava_lora_merge`): they serve a whole model.",
+              'merged': " The folder's chat template (`chat_template.jinja`) is that training template, and `generation_config.json` stops "
+                        "at its end of turn: transformers' pipeline, vLLM (`vllm serve <folder>`), TGI and SGLang prompt it exactly as it was "
+                        "trained."}.get('merged' if kind == 'full' else kind, '')
     lines += ['```', '', f"Prompt with the {_code(s.version)} template (`llava_lora_nb.prompts`).{served}", '']
     return '\n'.join(lines)
 

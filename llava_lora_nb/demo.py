@@ -102,6 +102,9 @@ def run_demo(output_dir='demo_out',       # everything is written here
     rows = [r for r in evaluate(merged, proc, heldout_json, data, progress=False, batch_size=16).rows if r['error'] is None]   # our prompt builder
     report.update(served_same=sum(a == r['answer'].strip() for a, r in zip(served, rows)), served_total=len(rows),
                   served_accuracy=sum(exact_match(a, r['reference']) for a, r in zip(served, rows)) / max(len(rows), 1))
+    # and the adapter folder as PEFT users load it (the base, then `load_adapter`: LoRA weights and projector), against its own answers
+    served = served_answers(adapter, heldout_json, data, model_base=base)
+    report['served_adapter_same'] = sum(a == r['answer'].strip() for a, r in zip(served, [r for r in ev.rows if r['error'] is None]))
     _stage(report, 'merge+predict', t0)
     report['seconds']['total'] = round(sum(report['seconds'].values()), 1)
     (out/'report.json').write_text(json.dumps(report, indent=2))
@@ -121,6 +124,8 @@ def format_report(r:dict) -> str:
         f"  one prediction   : {p['image']}: '{p['question']}' -> '{p['answer']}' (reference '{p['reference']}')",
         *([f"  served           : transformers' image-text-to-text pipeline on merged/ (its own chat template): the same answers "
            f"on {r['served_same']}/{r['served_total']} questions, accuracy {r['served_accuracy']:.1%}"] if 'served_same' in r else []),
+        *([f"                     and on adapter/ loaded with PEFT on its base: the same answers on {r['served_adapter_same']}/{r['served_total']}"]
+          if 'served_adapter_same' in r else []),
         f"  written to       : {r['output_dir']} (base/, data/, adapter/, merged/, heldout_results.jsonl, report.json)"])
 
 def _demo_main(argv):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 import torch
 from .core import LlavaLoraError, ArgumentParser, run_cli, staged_folder, path_relation, folder_lock
-from .output import (NON_LORA, SETTINGS_NAME, RunSettings, is_adapter_dir, check_base_exists, check_adapter_folder,
+from .output import (NON_LORA, SETTINGS_NAME, PROJECTOR_KEY, RunSettings, is_adapter_dir, check_base_exists, check_adapter_folder,
                      check_inputs, check_adapter_matches, read_non_lora_trainables, checkpoint_dtype, load_adapter_model)
 from .card import write_model_card
 from .prompts import set_chat_template, stop_token_ids
@@ -109,6 +109,7 @@ def read_lora_deltas(adapter_dir) -> dict:
     sd = load_file(f) if f.exists() else torch.load(d/'adapter_model.bin', map_location='cpu', weights_only=True)
     ab = {}
     for k, v in sd.items():
+        if PROJECTOR_KEY.search(k): continue   # the projector saved beside the LoRA weights: merged from non_lora_trainables
         m = re.match(r'^base_model\.model\.(.+)\.lora_([AB])\.weight$', k)
         if not m: raise MergeError(f"{f}: '{k}' is not a LoRA A/B weight (bias or modules_to_save); use streaming=False.")
         ab.setdefault(m[1], {})[m[2]] = v

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_output.ipynb #5907cffd
 from __future__ import annotations
-import hashlib, json, os, sys
+import hashlib, json, os, re, sys
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 from typing import Optional
@@ -15,8 +15,8 @@ from .families import FAMILIES, family_of
 from .loading import load_llava
 
 # %% auto #0
-__all__ = ['ADAPTER_CONFIG', 'ADAPTER_WEIGHTS', 'SETTINGS_NAME', 'NON_LORA_NAME', 'NON_LORA', 'NON_LORA_BIN', 'MM_PROJECTOR_NAME',
-           'OutputError', 'output_kind', 'is_adapter_dir', 'RunSettings', 'non_lora_trainables',
+__all__ = ['ADAPTER_CONFIG', 'ADAPTER_WEIGHTS', 'PROJECTOR_KEY', 'SETTINGS_NAME', 'NON_LORA_NAME', 'NON_LORA', 'NON_LORA_BIN',
+           'MM_PROJECTOR_NAME', 'OutputError', 'output_kind', 'is_adapter_dir', 'RunSettings', 'non_lora_trainables',
            'save_non_lora_trainables', 'read_non_lora_file', 'load_non_lora_trainables', 'read_non_lora_trainables',
            'projector_state_original', 'read_projector_file', 'read_mm_projector', 'base_fingerprint', 'same_base',
            'check_adapter_folder', 'check_base_exists', 'check_base', 'check_adapter_matches', 'check_inputs',
@@ -25,6 +25,7 @@ __all__ = ['ADAPTER_CONFIG', 'ADAPTER_WEIGHTS', 'SETTINGS_NAME', 'NON_LORA_NAME'
 # %% ../nbs/06_output.ipynb #137c9089
 ADAPTER_CONFIG = 'adapter_config.json'
 ADAPTER_WEIGHTS = 'adapter_model.safetensors'
+PROJECTOR_KEY = re.compile(r'\.(multi_modal_projector\.|image_newline$)')   # the projector's tensors in an adapter file
 SETTINGS_NAME = 'llava_lora_settings.json'
 NON_LORA_NAME = 'non_lora_trainables'
 NON_LORA, NON_LORA_BIN = f'{NON_LORA_NAME}.safetensors', f'{NON_LORA_NAME}.bin'
@@ -103,11 +104,15 @@ def non_lora_trainables(model, # the PEFT model
     return {n: state_dict[n].detach().cpu().clone().contiguous() for n in names if n in state_dict}
 
 def save_non_lora_trainables(tensors:dict, folder):
-    "Write `tensors` as `non_lora_trainables.safetensors` and, for LLaVA's scripts, `non_lora_trainables.bin`."
-    from safetensors.torch import save_file
+    "Write `tensors` as `non_lora_trainables.safetensors`, `non_lora_trainables.bin` (LLaVA's scripts) and into the folder's `adapter_model.safetensors` (PEFT's loaders)."
+    from safetensors.torch import save_file, load_file
     folder = Path(folder)
     save_file(tensors, str(folder/NON_LORA), metadata={'format': 'pt'})
     torch.save(tensors, folder/NON_LORA_BIN)
+    if (folder/ADAPTER_WEIGHTS).is_file():   # names as in the PeftModel: `PeftModel.from_pretrained` loads them with the LoRA weights
+        sd = {**load_file(str(folder/ADAPTER_WEIGHTS)), **tensors}
+        tmp = folder/f'.{ADAPTER_WEIGHTS}.tmp'
+        save_file(sd, str(tmp), metadata={'format': 'pt'}); os.replace(tmp, folder/ADAPTER_WEIGHTS)
 
 def read_non_lora_file(folder): # a training output folder or `checkpoint-N`
     "The tensors of `folder`'s `non_lora_trainables` (safetensors, else the `.bin` with `weights_only=True`), as saved; None if absent."

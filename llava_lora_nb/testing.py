@@ -337,6 +337,7 @@ def make_tiny_adapter(base_dir,               # base checkpoint folder (e.g. fro
     from llava_lora_nb.loading import LoraSettings
     from llava_lora_nb.output import base_fingerprint
     from llava_lora_nb.output import RunSettings, save_non_lora_trainables, non_lora_trainables
+    from llava_lora_nb.prompts import set_chat_template
     base_dir, out = Path(base_dir), Path(out_dir)
     fam = family_of(base_dir)
     model = fam.model_cls().from_pretrained(base_dir, dtype=torch.float32)
@@ -353,7 +354,10 @@ def make_tiny_adapter(base_dir,               # base checkpoint folder (e.g. fro
     model.save_pretrained(out)
     save_non_lora_trainables(non_lora_trainables(model), out)
     model.base_model.model.config.save_pretrained(out)
-    AutoProcessor.from_pretrained(base_dir).save_pretrained(out)
+    proc = AutoProcessor.from_pretrained(base_dir)
+    base_template = getattr(proc, 'chat_template', None)
+    set_chat_template(proc, 'vicuna_v1'); proc.save_pretrained(out)   # as training writes it: served with the training template
     lora = LoraSettings(lora_enable=True, lora_r=r, lora_alpha=lora_alpha, lora_dropout=0.0, use_rslora=use_rslora)
-    RunSettings(str(base_dir), 'vicuna_v1', 'pad', 512, lora.to_dict(), lora.method, base_fingerprint(base_dir)).write(out)
+    RunSettings(str(base_dir), 'vicuna_v1', 'pad', 512, lora.to_dict(), lora.method, base_fingerprint(base_dir),
+                base_chat_template=base_template).write(out)
     return out

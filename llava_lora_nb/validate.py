@@ -9,15 +9,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 from .core import ArgumentParser, run_cli, path_relation
-from .output import OutputError, RunSettings, output_kind, is_adapter_dir, load_adapter_model
+from .output import (OutputError, RunSettings, ADAPTER_WEIGHTS, PROJECTOR_KEY, output_kind, is_adapter_dir,
+                                  load_adapter_model, check_inputs, _base_of)
 from .generation import (_image, _record_image, generate_answer, generate_answers, normalize_answer, exact_match,
                                      heldout_questions, EvalResult, evaluate)
 _all_ = ['generate_answer', 'generate_answers', 'normalize_answer', 'exact_match', 'heldout_questions', 'EvalResult', 'evaluate']
 
 # %% auto #0
-__all__ = ['load_for_inference', 'predict', 'side_by_side', 'shown_text', 'gallery_html', 'gallery', 'served_answers',
-           'served_evaluate', 'predict_cli', 'eval_cli', 'generate_answer', 'generate_answers', 'normalize_answer',
-           'exact_match', 'heldout_questions', 'EvalResult', 'evaluate']
+__all__ = ['load_for_inference', 'predict', 'side_by_side', 'shown_text', 'gallery_html', 'gallery', 'served_pipeline',
+           'served_answers', 'served_evaluate', 'predict_cli', 'eval_cli', 'generate_answer', 'generate_answers',
+           'normalize_answer', 'exact_match', 'heldout_questions', 'EvalResult', 'evaluate']
 
 # %% ../nbs/09_validate.ipynb #7c56b2ef
 def load_for_inference(model_path,          # merged checkpoint folder, or a training output folder (or its checkpoint-N)
@@ -94,21 +95,39 @@ def gallery(rows, image_folder, max_items:int=24):
     h = HTML(gallery_html(rows, image_folder, max_items)); display(h); return h
 
 # %% ../nbs/09_validate.ipynb #3ec49770
-def served_answers(model_path,          # a merged (or fully finetuned) checkpoint folder
+def served_pipeline(model_path,              # a merged (or fully finetuned) folder, or a LoRA adapter folder
+                    model_base=None,         # an adapter's base (default: the one its llava_lora_settings.json records)
+                    allow_other_base:bool=False):
+    "transformers' `pipeline('image-text-to-text')` on `model_path` as a standard client builds it: a merged folder by name, an adapter with `base.load_adapter(folder)`."
+    import transformers
+    from safetensors import safe_open
+    dev = 0 if torch.cuda.is_available() else -1
+    d = Path(model_path)
+    if output_kind(d) != 'lora': return transformers.pipeline('image-text-to-text', model=str(d), device=dev)
+    settings = RunSettings.read(d)
+    with safe_open(str(d/ADAPTER_WEIGHTS), 'pt') as f: has_projector = any(PROJECTOR_KEY.search(k) for k in f.keys())
+    if settings.projector_trained and not has_projector:
+        raise OutputError(f"{d/ADAPTER_WEIGHTS} has no projector (saved before llava_lora_nb put it there): PEFT would serve the base's "
+                          "untrained projector; merge it (llava_lora_merge) and pass the merged folder, or drop --chat_template folder")
+    base = _base_of(d, model_base, settings)
+    check_inputs(d, base, allow_other_base)
+    model = transformers.AutoModelForImageTextToText.from_pretrained(base, dtype='auto')
+    model.load_adapter(str(d))   # LoRA weights and the projector, as PEFT saved them
+    return transformers.pipeline('image-text-to-text', model=model.eval(), processor=transformers.AutoProcessor.from_pretrained(d), device=dev)
+
+def served_answers(model_path,          # a merged (or fully finetuned) folder, or a LoRA adapter folder
                    data,                # held-out records, or their JSON/JSONL file
                    image_folder,        # folder their images are relative to
                    turns:str='last',    # as `evaluate`
                    max_new_tokens:int=16,
-                   limit:int|None=None) -> list: # the first `limit` questions only
-    "Greedy answers of transformers' `pipeline('image-text-to-text')` on `model_path` to the held-out questions, asked as plain chat messages (the folder's own chat template), in `evaluate`'s order."
-    import transformers
+                   limit:int|None=None, # the first `limit` questions only
+                   model_base=None,     # an adapter's base (default: the recorded one)
+                   allow_other_base:bool=False) -> list:
+    "Greedy answers of transformers' `pipeline('image-text-to-text')` on `model_path` (`served_pipeline`) to the held-out questions, asked as plain chat messages (the folder's own chat template), in `evaluate`'s order."
     from PIL import Image
     from llava_lora_nb.records import load_records, to_hf_messages
-    if output_kind(model_path) == 'lora':
-        raise OutputError(f"{model_path} is a LoRA adapter: a standard client loads a whole model; merge it (llava_lora_merge) and "
-                          "pass the merged folder, or drop --chat_template folder")
     records = load_records(data) if isinstance(data, (str, Path)) else data
-    pipe = transformers.pipeline('image-text-to-text', model=str(model_path), device=0 if torch.cuda.is_available() else -1)
+    pipe = served_pipeline(model_path, model_base, allow_other_base)
     out = []
     for r, _, conv, _ in list(heldout_questions(records, turns))[:limit]:
         im = Image.open(Path(image_folder)/r['image']).convert('RGB') if r.get('image') else None
@@ -118,12 +137,13 @@ def served_answers(model_path,          # a merged (or fully finetuned) checkpoi
         out.append(got[0]['generated_text'].strip())
     return out
 
-def served_evaluate(model_path, data, image_folder, turns:str='last', max_new_tokens:int=16, limit:int|None=None) -> EvalResult:
+def served_evaluate(model_path, data, image_folder, turns:str='last', max_new_tokens:int=16, limit:int|None=None,
+                    model_base=None, allow_other_base:bool=False) -> EvalResult:
     "`evaluate`, with every question asked through `served_answers` (the folder's own chat template in transformers' pipeline)."
     from llava_lora_nb.records import load_records
     records = load_records(data) if isinstance(data, (str, Path)) else data
     qs = list(heldout_questions(records, turns))[:limit]
-    answers = served_answers(model_path, records, image_folder, turns, max_new_tokens, limit)
+    answers = served_answers(model_path, records, image_folder, turns, max_new_tokens, limit, model_base, allow_other_base)
     rows = [{'id': r.get('id'), 'turn': i // 2, 'image': r.get('image'), 'question': conv[-1]['value'].replace('<image>', '').strip(),
              'reference': ref, 'answer': ans, 'correct': exact_match(ans, ref), 'error': None} for (r, i, conv, ref), ans in zip(qs, answers)]
     c = sum(r['correct'] for r in rows)
@@ -139,7 +159,7 @@ def _add_model_args(p):
     p.add_argument('--device', default=None, help="e.g. cuda (default: CPU)")
     p.add_argument('--chat_template', default='ours', choices=['ours', 'folder'],
                    help="'ours' (default): prompt exactly as in training; 'folder': through the folder's own chat template in transformers' "
-                        "pipeline, as a standard client would (a merged folder), so any drift is measurable")
+                        "pipeline, as a standard client would, so any drift is measurable")
     p.add_argument('--allow_other_base', action='store_true',
                    help='use --model_base even if it is not the base the adapter was trained on (its fingerprint differs)')
 
@@ -165,7 +185,8 @@ def _predict_main(argv):
     if a.chat_template == 'folder':   # a standard client: the pipeline reads the folder's chat template
         q = a.prompt if not a.image or '<image>' in a.prompt else '<image>\n' + a.prompt
         rec = {'id': 'prompt', 'conversations': [{'from': 'human', 'value': q}, {'from': 'gpt', 'value': ''}], **({'image': Path(a.image).name} if a.image else {})}
-        print(served_answers(a.model_path, [rec], Path(a.image).parent if a.image else None, max_new_tokens=a.max_new_tokens)[0]); return
+        print(served_answers(a.model_path, [rec], Path(a.image).parent if a.image else None, max_new_tokens=a.max_new_tokens,
+                             model_base=_base_flag(a.model_path, a.model_base), allow_other_base=a.allow_other_base)[0]); return
     model, processor, settings = load_for_inference(a.model_path, _base_flag(a.model_path, a.model_base), device=a.device,
                                                     allow_other_base=a.allow_other_base)
     img = _image(a.image)
@@ -197,7 +218,8 @@ def _eval_main(argv):
     results, records = {}, load_records(a.data)
     for name, path in [('model', a.model_path)] + ([('compare', a.compare)] if a.compare else []):
         if name == 'model' and a.chat_template == 'folder':
-            results[name] = served_evaluate(path, records, a.image_folder, a.turns, a.max_new_tokens, a.limit); continue
+            results[name] = served_evaluate(path, records, a.image_folder, a.turns, a.max_new_tokens, a.limit,
+                                            _base_flag(path, a.model_base), a.allow_other_base); continue
         model, processor, settings = load_for_inference(path, _base_flag(path, a.model_base), device=a.device,
                                                         allow_other_base=a.allow_other_base)
         template, ar = _cfg(a, settings)

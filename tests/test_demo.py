@@ -13,6 +13,7 @@ def test_demo_cli(tmp_path):
     rep = json.loads((out/'report.json').read_text())
     assert rep['loss_end'] < rep['loss_start']
     assert rep['served_same'] == rep['served_total'] > 0 and 'served           : ' in r.stdout, rep   # a standard client: the same answers
+    assert rep['served_adapter_same'] == rep['served_total'], rep   # the adapter folder through PEFT too
     assert (out/'merged'/'config.json').exists() and (out/'adapter'/'non_lora_trainables.safetensors').exists()
     # re-running into the same folder refuses (never silently overwrites) and says what to do
     again = run_cli('llava_lora_demo', '--output_dir', out, '--steps', '24', '--n_train', '128', '--quiet')

@@ -139,3 +139,37 @@ def test_served_through_pipeline_as_trained(trained, shapes):
                    max_new_tokens=8, return_full_text=False)[0]['generated_text'] for q, im in zip(qs, ims)]
     assert [a.strip() for a in served] == [a.strip() for a in ours]
     assert len({a.strip() for a in ours}) > 1 and all(a.strip() for a in ours)   # real answers, not one repeated string
+
+def test_adapter_served_through_peft_as_trained(trained, shapes, tiny_ckpt):
+    """The adapter folder loaded as a PEFT user does (`PeftModel.from_pretrained(base, folder)`: LoRA weights and the trained
+    projector, from adapter_model.safetensors) is our model, parameter for parameter, and transformers' pipeline on it with
+    plain chat messages answers every held-out question exactly as our prompt builder does; so does `served_answers`
+    (the base, then `load_adapter`)."""
+    import torch, transformers
+    from PIL import Image
+    from peft import PeftModel
+    from llava_lora_nb.generation import generate_answers, evaluate
+    from llava_lora_nb.output import RunSettings, load_adapter_model
+    from llava_lora_nb.validate import served_answers
+    run, _ = trained
+    heldout_json, heldout, folder = shapes[1], json.loads(shapes[1].read_text()), shapes[2]
+    s = RunSettings.read(run)
+    ours_model, proc, _ = load_adapter_model(run, tiny_ckpt)
+    base = transformers.AutoModelForImageTextToText.from_pretrained(tiny_ckpt).eval()
+    untrained = {k: v.clone() for k, v in base.named_parameters() if 'multi_modal_projector' in k}
+    peft_model = PeftModel.from_pretrained(base, run).eval()
+    ours, theirs = dict(ours_model.named_parameters()), dict(peft_model.named_parameters())
+    assert sorted(ours) == sorted(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert not all(torch.equal(theirs['base_model.model.' + k], v) for k, v in untrained.items())   # the trained projector, not the base's
+    recs = [r for r in heldout if r.get('image')]
+    qs = [r['conversations'][0]['value'].replace('<image>', '').strip() for r in recs]
+    ims = [Image.open(folder/r['image']).convert('RGB') for r in recs]
+    want = generate_answers(ours_model, proc, [([{'from': 'human', 'value': '<image>\n' + q}], im) for q, im in zip(qs, ims)],
+                            template=s.version, image_aspect_ratio=s.image_aspect_ratio, max_new_tokens=8)
+    pipe = transformers.pipeline('image-text-to-text', model=peft_model, processor=transformers.AutoProcessor.from_pretrained(run), device='cpu')
+    served = [pipe(text=[{'role': 'user', 'content': [{'type': 'image', 'image': im}, {'type': 'text', 'text': q}]}],
+                   max_new_tokens=8, return_full_text=False)[0]['generated_text'] for q, im in zip(qs, ims)]
+    assert [a.strip() for a in served] == [a.strip() for a in want]
+    res = evaluate(ours_model, proc, heldout, folder, s.version, s.image_aspect_ratio, max_new_tokens=8, progress=False)
+    assert served_answers(run, heldout_json, folder, max_new_tokens=8) == [r['answer'].strip() for r in res.rows]
+    assert len({a.strip() for a in want}) > 1
