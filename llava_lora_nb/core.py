@@ -12,7 +12,7 @@ from pathlib import Path
 __all__ = ['USAGE_ERROR', 'LOCK_HEARTBEAT', 'LOCK_STALE', 'STARTUP_NOISE', 'NOISE_WARNINGS', 'LlavaLoraError', 'ArgumentParser',
            'run_cli', 'pid_alive', 'remove_stale_stages', 'check_free_space', 'staged_folder', 'FolderInUse',
            'lock_path', 'lock_holder', 'folder_lock', 'unreadable_file', 'check_safetensors', 'path_relation',
-           'in_notebook', 'progress', 'needs', 'quiet_startup_noise']
+           'absolute_if_local', 'in_notebook', 'progress', 'needs', 'quiet_startup_noise']
 
 # %% ../nbs/00_core.ipynb #1f4acecc
 class LlavaLoraError(ValueError):
@@ -216,6 +216,12 @@ def path_relation(out,    # a path about to be written
     o, q = Path(out).expanduser().resolve(), inp.resolve()
     return 'is' if o == q else 'is inside' if q in o.parents else 'contains' if o in q.parents else None
 
+# %% ../nbs/00_core.ipynb #0a6950ae
+def absolute_if_local(p:str) -> str:   # a local folder or file, or a Hub id
+    "`p` as an absolute path when it names something on this machine (relative to the working directory), else `p` unchanged."
+    q = Path(str(p)).expanduser()
+    return str(q.resolve()) if q.exists() else str(p)
+
 # %% ../nbs/00_core.ipynb #ba31cfe0
 def in_notebook()->bool:
     "Whether this runs in a Jupyter kernel (where widgets can be shown), not in a terminal, a script or `nbdev_test`."
@@ -280,6 +286,7 @@ class _DropStartupNoise(logging.Filter):
     def filter(self, record): return not str(record.msg).startswith(self.prefixes)
 
 STARTUP_NOISE = {'bitsandbytes.backends.cpu.ops': 'Failed to load CPU gemm_4bit_forward from kernels-community',
+                 'kernels._internals.hf_hub': 'Skipping publisher trust check',   # bitsandbytes' CPU kernel lookup, offline
                  'DeepSpeed': 'Setting accelerator to CPU',
                  'transformers.trainer_utils': 'mtime may not be reliable on this filesystem',
                  'transformers.configuration_utils': 'You are using a model of type `llava_'}   # an original checkpoint's tokenizer

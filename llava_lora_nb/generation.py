@@ -10,10 +10,12 @@ from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['generate_answers', 'generate_answer', 'normalize_answer', 'exact_match', 'heldout_questions', 'EvalResult',
-           'evaluate']
+__all__ = ['MAX_NEW_TOKENS', 'generate_answers', 'generate_answer', 'normalize_answer', 'exact_match', 'heldout_questions',
+           'EvalResult', 'evaluate']
 
 # %% ../nbs/06a_generation.ipynb #cd8bf40f
+MAX_NEW_TOKENS = 64   # the one answer-length limit: predict, evaluate, the pipeline check and every console script
+
 def _image(image, image_folder=None):
     "A PIL RGB image from a PIL image or a path (relative to `image_folder` if given)."
     from PIL import Image
@@ -56,7 +58,7 @@ def generate_answers(model, processor,
                      items,                          # `(conversations, image)` pairs: LLaVA turns (the last human turn is asked), PIL image or None
                      template:str='vicuna_v1',       # conversation template the model was trained with
                      image_aspect_ratio:str='pad',   # image preprocessing the model was trained with
-                     max_new_tokens:int=16,
+                     max_new_tokens:int=MAX_NEW_TOKENS,
                      batch_size:int=8,               # questions per `generate` call; 1 asks them one by one
                      temperature:float=0.0,          # 0: greedy
                      top_p:float|None=None,
@@ -110,7 +112,7 @@ def generate_answers(model, processor,
     return answers
 
 def generate_answer(model, processor, conversations, image=None, template:str='vicuna_v1', image_aspect_ratio:str='pad',
-                    max_new_tokens:int=32, temperature:float=0.0, top_p:float|None=None) -> str:
+                    max_new_tokens:int=MAX_NEW_TOKENS, temperature:float=0.0, top_p:float|None=None) -> str:
     "Answer the last human turn of `conversations` (LLaVA format, earlier turns as context)."
     return generate_answers(model, processor, [(conversations, image)], template, image_aspect_ratio, max_new_tokens,
                             batch_size=1, temperature=temperature, top_p=top_p)[0]
@@ -147,7 +149,7 @@ def evaluate(model, processor,
              image_folder,                  # folder the records' `image` paths are relative to
              template:str='vicuna_v1', image_aspect_ratio:str='pad',
              turns:str='last',              # 'last': the last human turn of each record; 'each': every turn
-             max_new_tokens:int=16,
+             max_new_tokens:int=MAX_NEW_TOKENS,
              limit:int|None=None,           # evaluate only the first `limit` questions
              progress:bool=True,
              batch_size:int=1) -> EvalResult:  # questions per `generate` call (`generate_answers`); greedy answers do not depend on it

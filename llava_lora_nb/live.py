@@ -9,7 +9,7 @@ from .core import quiet_startup_noise, in_notebook  # first, as in every module:
 import transformers
 
 # %% auto #0
-__all__ = ['log_line', 'LiveTrainingCallback']
+__all__ = ['log_line', 'LiveTrainingCallback', 'training_advice']
 
 # %% ../nbs/07c_live.ipynb #4f21e07e
 def _num(v):
@@ -125,3 +125,24 @@ class LiveTrainingCallback(transformers.TrainerCallback):
         data['text/html'] = f'<progress value="{self.bar.value}" max="{self.bar.max}"></progress> {html.escape(self.label.value)}'
         data['text/plain'] = self.label.value
         return data
+
+# %% ../nbs/07c_live.ipynb #af951ead
+def training_advice(log_history:list,       # the `Trainer`'s `state.log_history`
+                    n_records:int,          # training records
+                    learning_rate:float,
+                    epochs:float,           # epochs trained (`state.epoch`)
+                    lora_r:int|None=None):  # LoRA rank (None: not a LoRA run)
+    "One line saying what to try when a run did not learn (the loss barely moved, or most held-out answers were empty); None when it learned."
+    losses = [x for r in log_history if 'loss' in r and (x := _num(r['loss'])) is not None]
+    empty = next((_num(r['eval_empty_answers']) for r in reversed(log_history) if 'eval_empty_answers' in r), None)
+    flat = len(losses) >= 2 and losses[-1] > 0.9 * losses[0]
+    why = ([f"the training loss barely moved ({_fmt(losses[0])} -> {_fmt(losses[-1])})"] if flat else []) + \
+          ([f"{empty:.0%} of the held-out answers were empty"] if empty is not None and empty >= 0.5 else [])
+    if not why: return None
+    want = 3 if n_records >= 20000 else 5 if n_records >= 2000 else 10   # epochs: a small dataset needs more passes
+    tips = [f"about {want} epochs for {n_records} records (--num_train_epochs {want}; this run: {epochs:.2g})"] if epochs < want else []
+    if flat and learning_rate < 1e-3: tips.append(f"a higher --learning_rate ({learning_rate:g} -> {min(max(learning_rate * 5, 2e-4), 1e-3):g})")
+    if lora_r and lora_r >= 128 and n_records < 50000:
+        tips.append(f"--lora_r 32 --lora_alpha 64 (r={lora_r} is the v1.5 recipe's, for 665k records)")
+    if not tips: tips.append("check the data: `llava_lora_check` shows what is supervised")
+    return f"advice: {' and '.join(why)}: try {'; '.join(tips)}."

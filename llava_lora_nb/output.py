@@ -104,11 +104,10 @@ def non_lora_trainables(model, # the PEFT model
     return {n: state_dict[n].detach().cpu().clone().contiguous() for n in names if n in state_dict}
 
 def save_non_lora_trainables(tensors:dict, folder):
-    "Write `tensors` as `non_lora_trainables.safetensors`, `non_lora_trainables.bin` (LLaVA's scripts) and into the folder's `adapter_model.safetensors` (PEFT's loaders)."
+    "Write `tensors` as `non_lora_trainables.safetensors` and into the folder's `adapter_model.safetensors` (for PEFT's loaders)."
     from safetensors.torch import save_file, load_file
     folder = Path(folder)
     save_file(tensors, str(folder/NON_LORA), metadata={'format': 'pt'})
-    torch.save(tensors, folder/NON_LORA_BIN)
     if (folder/ADAPTER_WEIGHTS).is_file():   # names as in the PeftModel: `PeftModel.from_pretrained` loads them with the LoRA weights
         sd = {**load_file(str(folder/ADAPTER_WEIGHTS)), **tensors}
         tmp = folder/f'.{ADAPTER_WEIGHTS}.tmp'

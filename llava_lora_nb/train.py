@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 import transformers
-from .core import LlavaLoraError, check_safetensors, run_cli, in_notebook, path_relation, folder_lock
+from .core import LlavaLoraError, check_safetensors, run_cli, in_notebook, path_relation, folder_lock, absolute_if_local
 from .families import family_of
 from .loading import LoraFlags, LoraSettings
 from .output import RunSettings
 from .prompts import set_chat_template
 from .card import write_model_card
+from .live import training_advice
 from .arguments import (ModelArguments, DataArguments, TrainingArguments, check_architecture, check_report_to,
                                      parse_args, _resolve_deepspeed, coerce_settings)
 from .trainer import (LLaVATrainer, is_projector_param, deepspeed_config, _ds_dict, check_deepspeed_config,
@@ -252,6 +253,8 @@ def _train(model_args, data_args, training_args, callbacks=None, verbose=True):
     if (note := single_process_env(training_args.deepspeed)): say(note)   # notebook users: call it before building TrainingArguments
     if not model_args.model_name_or_path: raise ValueError("--model_name_or_path is required")
     if not data_args.data_path: raise ValueError("--data_path is required")
+    # a local base recorded by its absolute path: the settings, adapter_config.json and the card work from any directory
+    model_args = dataclasses.replace(model_args, model_name_or_path=absolute_if_local(model_args.model_name_or_path))
     config = _check_start(model_args, data_args, training_args)
     with contextlib.ExitStack() as held:   # one run per output folder: rank 0 holds the lock for all, until this returns or fails
         if training_args.process_index == 0:
@@ -360,6 +363,8 @@ def _train_held(config, model_args, data_args, training_args, callbacks, say, ve
         if last is None or last.get('step') != trainer.state.global_step or (best and not best.endswith(f'-{trainer.state.global_step}')):
             last = trainer.evaluate()
         trainer.final_metrics.update({k: v for k, v in last.items() if k.startswith('eval_')})
+    if (tip := training_advice(trainer.state.log_history, len(records), training_args.learning_rate, trainer.state.epoch or 0,
+                               settings.lora_r if settings.lora_enable else None)): say(f"llava_lora_train: {tip}")
     if notebook and verbose and any('loss' in r for r in trainer.state.log_history):
         from IPython.display import display
         display(log_table(trainer.state.log_history))

@@ -314,7 +314,7 @@ class LLaVATrainer(transformers.Trainer):
 
     def heldout_accuracy(self, records:list|None=None, # held-out records (default: `eval_records`, at most `--eval_max_records`)
                     metric_key_prefix:str='eval')->dict:
-        "Greedy answers to the last question of each held-out record, batched (`--per_device_eval_batch_size`): `{'eval_accuracy': ...}`."
+        "Greedy answers to the last question of each held-out record, batched (`--per_device_eval_batch_size`): `{'eval_accuracy': ..., 'eval_empty_answers': share}`."
         from llava_lora_nb.generation import evaluate
         recs = records if records is not None else (self.eval_records or [])[:getattr(self.args, 'eval_max_records', None) or None]
         if not recs: return {}
@@ -322,7 +322,8 @@ class LLaVATrainer(transformers.Trainer):
         res = evaluate(self.accelerator.unwrap_model(self.model), self.processing_class, recs, self.image_folder, template=s.version,
                        image_aspect_ratio=s.image_aspect_ratio, batch_size=self.args.per_device_eval_batch_size,
                        progress=not self.args.disable_tqdm and self.is_world_process_zero())
-        return {f'{metric_key_prefix}_accuracy': res.summary['exact_match']}
+        empty = sum(not (r['answer'] or '').strip() for r in res.rows) / max(len(res.rows), 1)   # a run that learned to stop, not to answer
+        return {f'{metric_key_prefix}_accuracy': res.summary['exact_match'], f'{metric_key_prefix}_empty_answers': empty}
 
     def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix='eval'):
         "The `Trainer`'s evaluation (the validation loss), plus exact-match accuracy with `--eval_generate True`, in the same log entry."

@@ -11,7 +11,7 @@ import torch
 from .core import ArgumentParser, run_cli, path_relation
 from .output import (OutputError, RunSettings, ADAPTER_WEIGHTS, PROJECTOR_KEY, output_kind, is_adapter_dir,
                                   load_adapter_model, check_inputs, _base_of)
-from .generation import (_image, _record_image, generate_answer, generate_answers, normalize_answer, exact_match,
+from .generation import (MAX_NEW_TOKENS, _image, _record_image, generate_answer, generate_answers, normalize_answer, exact_match,
                                      heldout_questions, EvalResult, evaluate)
 _all_ = ['generate_answer', 'generate_answers', 'normalize_answer', 'exact_match', 'heldout_questions', 'EvalResult', 'evaluate']
 
@@ -41,7 +41,7 @@ def predict(model, processor,
             prompt:str,                     # the question; `<image>\n` is prepended when an image is given and it lacks one
             template:str='vicuna_v1',       # conversation template the model was trained with
             image_aspect_ratio:str='pad',   # image preprocessing the model was trained with
-            max_new_tokens:int=32,
+            max_new_tokens:int=MAX_NEW_TOKENS,
             temperature:float=0.0,          # 0: greedy
             top_p:float|None=None) -> str:
     "The model's answer to `prompt` about `image`, prompted exactly as in training."
@@ -119,7 +119,7 @@ def served_answers(model_path,          # a merged (or fully finetuned) folder, 
                    data,                # held-out records, or their JSON/JSONL file
                    image_folder,        # folder their images are relative to
                    turns:str='last',    # as `evaluate`
-                   max_new_tokens:int=16,
+                   max_new_tokens:int=MAX_NEW_TOKENS,
                    limit:int|None=None, # the first `limit` questions only
                    model_base=None,     # an adapter's base (default: the recorded one)
                    allow_other_base:bool=False) -> list:
@@ -137,7 +137,7 @@ def served_answers(model_path,          # a merged (or fully finetuned) folder, 
         out.append(got[0]['generated_text'].strip())
     return out
 
-def served_evaluate(model_path, data, image_folder, turns:str='last', max_new_tokens:int=16, limit:int|None=None,
+def served_evaluate(model_path, data, image_folder, turns:str='last', max_new_tokens:int=MAX_NEW_TOKENS, limit:int|None=None,
                     model_base=None, allow_other_base:bool=False) -> EvalResult:
     "`evaluate`, with every question asked through `served_answers` (the folder's own chat template in transformers' pipeline)."
     from llava_lora_nb.records import load_records
@@ -180,7 +180,7 @@ def _predict_main(argv):
     p.add_argument('--prompt', required=True, help='the question')
     p.add_argument('--temperature', type=float, default=0.0, help='0: greedy decoding (default)')
     p.add_argument('--top_p', type=float, default=None, help='nucleus sampling (with --temperature > 0)')
-    p.add_argument('--max_new_tokens', type=int, default=64, help='answer length limit (default 64)')
+    p.add_argument('--max_new_tokens', type=int, default=MAX_NEW_TOKENS, help=f'answer length limit in tokens (default {MAX_NEW_TOKENS})')
     a = p.parse_args(argv)
     if a.chat_template == 'folder':   # a standard client: the pipeline reads the folder's chat template
         q = a.prompt if not a.image or '<image>' in a.prompt else '<image>\n' + a.prompt
@@ -205,7 +205,7 @@ def _eval_main(argv):
     p.add_argument('--compare', default=None, help='another model (merged folder, base, or adapter on --model_base)')
     p.add_argument('--output', default=None, help='per-question JSONL; a .summary.json is written next to it')
     p.add_argument('--turns', default='last', choices=['last', 'each'], help='ask the last question of each record, or each (default last)')
-    p.add_argument('--max_new_tokens', type=int, default=16, help='answer length limit (default 16)')
+    p.add_argument('--max_new_tokens', type=int, default=MAX_NEW_TOKENS, help=f'answer length limit in tokens (default {MAX_NEW_TOKENS})')
     p.add_argument('--limit', type=int, default=None, help='evaluate the first N records only')
     p.add_argument('--batch_size', type=int, default=8, help='questions per generate call, left-padded (default 8; greedy answers are '
                    'the same as one by one, --batch_size 1, only faster)')

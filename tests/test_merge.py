@@ -149,7 +149,7 @@ def _cases(adapter, base, tmp_path):
     a = copy('trunc-adapter'); _truncate(a/'adapter_model.safetensors')
     n = copy('trunc-nonlora'); _truncate(n/'non_lora_trainables.safetensors')
     m = copy('no-adapter-weights'); (m/'adapter_model.safetensors').unlink()
-    p = copy('no-projector'); (p/'non_lora_trainables.safetensors').unlink(); (p/'non_lora_trainables.bin').unlink()
+    p = copy('no-projector'); (p/'non_lora_trainables.safetensors').unlink()
     other = tmp_path/'other-seed'
     from llava_lora_nb.testing import save_tiny_checkpoint
     save_tiny_checkpoint(other, seed=1)

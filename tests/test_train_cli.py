@@ -16,7 +16,7 @@ ORIGINAL_FLAGS = [  # as in LLaVA's scripts/v1_5/finetune_task_lora.sh, scaled d
     '--logging_steps', '2', '--tf32', 'True', '--model_max_length', '256', '--gradient_checkpointing', 'True',
     '--dataloader_num_workers', '0', '--lazy_preprocess', 'True', '--report_to', 'none']
 
-WANT = {'adapter_config.json', 'adapter_model.safetensors', 'non_lora_trainables.safetensors', 'non_lora_trainables.bin',
+WANT = {'adapter_config.json', 'adapter_model.safetensors', 'non_lora_trainables.safetensors',
         'config.json', 'llava_lora_settings.json', 'processor_config.json', 'tokenizer_config.json'}
 
 def test_train_cli_original_flags(tmp_path, tiny_ckpt, shapes):
