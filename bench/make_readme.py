@@ -5,6 +5,12 @@ B = Path(__file__).resolve().parent; R = B/'results'
 def load(n):
     f = R/f'{n}.json'
     return json.loads(f.read_text()) if f.exists() else None
+def measured(d) -> str:
+    "One line under each section's heading: the machine, the date and the load the figures were measured on."
+    m, l0, l1 = d['machine'], d['machine']['loadavg_start'][0], d['loadavg_end'][0]
+    gpu = f"GPU {d['gpu']}" if d.get('gpu') else 'no GPU'
+    return (f"**Measured on** {m['cpu']}, {m['nproc']} cores, {m['mem_gib']} GiB, {gpu} (torch {m['torch']}), {d['when']}; "
+            f"1-minute load {l0:.1f} → {l1:.1f}" + (" (quiet)." if max(l0, l1) < 2.5 else " (**loaded**: absolute times are inflated; the ratios compare sides run interleaved)."))
 def f1(x, n=1): return '—' if x is None else f'{x:.{n}f}'
 out = ["# Benchmarks", "",
        "Run by hand (`make bench` = `bash bench/run_all.sh`), never as timed tests in CI. Each script writes",
@@ -12,19 +18,14 @@ out = ["# Benchmarks", "",
        "Regenerate this page with `python bench/make_readme.py`.", ""]
 m = next((load(n)['machine'] for n in ('merge', 'data', 'train') if load(n)), None)
 if m:
-    out += ["## Machine", "", f"- CPU: {m['cpu']}, `nproc` = {m['nproc']}, memory {m['mem_gib']} GiB, no GPU",
-            f"- Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}",
-            "- 1-minute load average when each benchmark started → ended (other jobs on the machine inflate absolute times;",
-            "  ratios are measured with the compared sides interleaved run by run, so load changes hit both alike):"]
-    for n in ('merge', 'data', 'data_next', 'train', 'eval', 'packing'):
-        d = load(n)
-        if d: out.append(f"  `{n}` {d['when']}: {d['machine']['loadavg_start'][0]:.1f} → {d['loadavg_end'][0]:.1f}"
-                         + (" (quiet)" if max(d['machine']['loadavg_start'][0], d['loadavg_end'][0]) < 2.5 else " (**loaded**: treat absolute times with care)"))
-    out.append("")
+    out += ["## Machine", "", f"Sections 1–4 were measured on one CPU machine: {m['cpu']}, `nproc` = {m['nproc']}, memory {m['mem_gib']} GiB, no GPU;",
+            f"Python {m['python']}, torch {m['torch']}, transformers {m['transformers']}. Other jobs share it, so each section states the",
+            "1-minute load average when its benchmark started → ended; ratios are measured with the compared sides interleaved run by run,",
+            "so load changes hit both alike.", ""]
 d = load('merge')
 if d:
     s, t = d['summary'], d['summary']['targets']
-    out += ["## 1. Merge: in-memory vs streaming", "", f"Command: `python bench/bench_merge.py` ({d['runs']} run(s) per mode, each in a fresh subprocess, median).",
+    out += ["## 1. Merge: in-memory vs streaming", "", measured(d), "", f"Command: `python bench/bench_merge.py` ({d['runs']} run(s) per mode, each in a fresh subprocess, median).",
             f"Generated LLaVA checkpoint: Llama text model hidden {d['size']['hidden']} × {d['size']['layers']} layers (intermediate {d['size']['inter']}),",
             f"bf16, **{d['checkpoint_mib']/1024:.2f} GiB in {d['n_shards']} shards** (largest {d['largest_shard_mib']:.0f} MiB); LoRA r=16 adapter + projector: {d['adapter_mib']:.1f} MiB.", "",
             "| mode | merge time (s) | process wall (s) | peak RSS (MiB) | RSS after imports | merge working set (peak − imports) |",
@@ -40,7 +41,7 @@ if d:
     r, sp, st, c, am = d['records_per_s_median'], d['speedup_over_baseline'], d['stage_ms'], d['comparison'], d['speedup_with_build_amortized']
     same, bs = d['fast_path_equals_plain'], d['cache_build_s_median']
     met = all(d['target_3x_met'].values())
-    out += ["## 2. Data pipeline: ours vs the original LLaVA algorithm", "",
+    out += ["## 2. Data pipeline: ours vs the original LLaVA algorithm", "", measured(d), "",
             f"Command: `python bench/bench_data.py --runs {d['runs']}`. {d['n_records']} generated records (≈70% with a JPEG image of 252–640 px,",
             "1–4 rounds), CLIP-336 image processor (576 image tokens), `tiny_tokenizer` (Llama BPE, fast backend), batch 16, one full pass",
             "through a `DataLoader` (worker start-up included). Baseline: `bench/baseline_llava.py`, the original `LazySupervisedDataset`,",
@@ -87,7 +88,7 @@ d = load('data_next')
 if d:
     r, sp, c, same, bs = d['records_per_s_median'], d['speedup_over_processor'], d['comparison'], d['fast_path_equals_plain'], d['cache_build_s_median']
     ti, tk = d['tiles_per_image'], d['image_tokens_per_image']
-    out += ["## 2b. Data pipeline, any-resolution (LLaVA-NeXT / 1.6): ours vs `LlavaNextProcessor`", "",
+    out += ["## 2b. Data pipeline, any-resolution (LLaVA-NeXT / 1.6): ours vs `LlavaNextProcessor`", "", measured(d), "",
             f"Command: `python bench/bench_data_next.py --runs {d['runs']}`. {d['n_records']} generated records (≈70% with a JPEG image; sizes "
             + ', '.join(f"{w}×{h}" for w, h in d['image_sizes_wh']) + "), a `LlavaNextProcessor` at llava-v1.6's geometry (336 px tiles, patch 14,",
             f"five grids): {ti['mean']:.1f} tiles per image incl. the base image ({ti['min']}–{ti['max']}), {tk['mean']:.0f} image tokens per image ({tk['min']}–{tk['max']}).",
@@ -106,7 +107,7 @@ if d:
 d = load('train')
 if d:
     res = d['results']
-    out += ["## 3. Training step: LLaVATrainer vs transformers.Trainer + PEFT", "",
+    out += ["## 3. Training step: LLaVATrainer vs transformers.Trainer + PEFT", "", measured(d), "",
             f"Command: `python bench/bench_train.py --runs {d['runs']}`. Same model (`load_for_training`, LoRA r=16 on the LM linears + projector, float32, CPU),",
             "same data (shapes task, `LazySupervisedDataset` + `data_collator`), batch, learning rate and schedule. *LLaVATrainer, same batches*",
             "keeps the plain Trainer's sampler and adds the projector learning-rate group and our checkpoint machinery: the overhead of our",
@@ -167,7 +168,7 @@ d = load('eval')
 if d:
     m_, r, sp, same = d['model'], d['answers_per_s_median'], d['speedup_over_bs1'], d['answers_identical_to_bs1']
     bss = [k for k in r]
-    out += ["## 3b. Batched evaluation: `generate_answers` at batch size 1 vs " + ' and '.join(k[2:] for k in bss[1:]), "",
+    out += ["## 3b. Batched evaluation: `generate_answers` at batch size 1 vs " + ' and '.join(k[2:] for k in bss[1:]), "", measured(d), "",
             f"Command: `python bench/bench_eval.py --runs {d['runs']}`. A {m_['parameters']/1e6:.1f}M-parameter LLaVA-1.5 (Llama {m_['hidden_size']} × "
             f"{m_['num_layers']} layers, CLIP at {m_['image_size']} px: {m_['image_tokens']} image tokens) trained for {m_['train_steps']} steps on the shapes task "
             f"(`testing.train_a_little`, loss {m_['loss_start']:.2f} → {m_['loss_end']:.2f}), greedy answers to {d['n_questions']} held-out questions "
@@ -186,7 +187,7 @@ if d:
     names = {'padded': '(a) padded: `transformers.Trainer` + PEFT', 'grouped': '(b) ours, modality-grouped', 'packed': '(c) **ours, packed** (`--packing True`)',
              'trl': "(d) TRL `SFTTrainer`"}
     L, lv, g = d['lengths']['lengths'], d['labels_vs_trl'], d['goals']
-    out += ["## 4. Packing: padded vs modality-grouped vs packed vs TRL's SFTTrainer", "",
+    out += ["## 4. Packing: padded vs modality-grouped vs packed vs TRL's SFTTrainer", "", measured(d), "",
             f"Command: `python bench/bench_packing.py --runs {d['runs']}` (TRL from the `bench` extra: `pip install -e \".[bench]\"`). "
             f"{d['records']} generated long-tail records: ~85% one round of 60–120 text tokens, ~15% multi-turn (2–12 rounds, 250–1,500 tokens), ~10% text-only;",
             f"tokens per record {L['min']}–{L['max']} (median {L['median']:.0f}, p90 {L['p90']:.0f}; the tiny processor's 16 image tokens included). "
@@ -237,14 +238,25 @@ if d:
             "  (d) does the same float32 work as (a)–(c) on the same batches (its padding and tokens per step equal (a)'s: the same sampler and seed).",
             "- Equal losses: packing changes no record's loss (`tests/test_packing.py`, `nbs/03b_packing.ipynb`); the final losses differ between methods only",
             "  because the optimizer steps see different groupings of records.", "", "![packing](packing.png)", ""]
-out += ["## 5. GPU (LLaVA-1.5-7B-shaped, random weights, batch 16 × 2048)", "",
-        "**Not run in this environment: no GPU was lent to this session.** `bench/bench_gpu.py` is written for a CUDA machine",
-        "(`python bench/bench_gpu.py`; `--quick` for a small smoke run). It builds the 7B-shaped LLaVA (`llava15_config('7b')`) in bf16",
-        "on the GPU, LoRA r=128 (QLoRA: NF4 + double quant base), gradient checkpointing, and reports seconds/step, tokens/s,",
-        "peak `torch.cuda.max_memory_allocated`, FLOPs/token (6·N_LM + 12·L·H·S + vision forward) and MFU against the GPU's bf16 dense peak;",
-        "`lora_packed`: the same rows holding two 1,024-token records each, as `--packing True` lays them out (flash-attention varlen if installed).", ""]
 d = load('gpu')
-if d: out += ["```", json.dumps(d['results'], indent=1), "```", ""]
+out += ["## 5. GPU (LLaVA-1.5-7B-shaped, random weights, batch 16 × 2048)", ""]
+if d:
+    first = next(iter(d['results'].values()))
+    out += [measured({**d, 'gpu': first.get('gpu')}), "", f"Command: `{d['command']}`.", "",
+            "| method | s/step | tokens/s | peak GPU memory (GiB) | TFLOP/s | MFU |", "|---|---|---|---|---|---|"]
+    for k, r in d['results'].items():
+        out.append(f"| {k} | — | — | — | — | {r['error']} |" if 'error' in r else
+                   f"| {k} | {r['sec_per_step']:.2f} | {r['tokens_per_s']:.0f} | {r['peak_mem_gib']:.1f} | {r['achieved_tflops']:.0f} | "
+                   + ('—' if r['mfu'] is None else f"{100 * r['mfu']:.0f}%") + " |")
+    out.append("")
+else:
+    out += ["**No GPU figure exists yet**: every result above was measured on the CPU machine; no run of `bench/bench_gpu.py` is in",
+            "`bench/results/`. On a CUDA machine, `python bench/bench_gpu.py` (`--quick` for a small smoke run) writes `results/gpu.json` and",
+            "this section then shows its table, with the card it ran on."]
+out += ["", "What `bench_gpu.py` measures: the 7B-shaped LLaVA (`llava15_config('7b')`) in bf16 on the GPU, LoRA r=128 (QLoRA: NF4 + double",
+        "quant base), gradient checkpointing; seconds/step, tokens/s, peak `torch.cuda.max_memory_allocated`, FLOPs/token",
+        "(6·N_LM + 12·L·H·S + vision forward) and MFU against the card's bf16 dense peak; `lora_packed`: the same rows holding two",
+        "1,024-token records each, as `--packing True` lays them out (flash-attention varlen if installed).", ""]
 text = '\n'.join(out) + '\n'
 if '--check' in sys.argv:   # used by tests/test_bench.py: the committed page must be what the committed results give
     if (B/'README.md').read_text() != text: sys.exit("bench/README.md is out of date with bench/results/*.json: run python bench/make_readme.py")

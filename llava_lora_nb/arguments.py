@@ -74,6 +74,9 @@ class TrainingArguments(transformers.TrainingArguments, LoraFlags):
     lora_weight_path: str = field(default='', metadata={'help': "accepted for compatibility with LLaVA's train.py, which "
                                   "declares but never reads it; does nothing (to continue training, use --resume_from_checkpoint)"})
     group_by_modality_length: bool = field(default=False, metadata={'help': 'keep image and text-only records in separate steps'})
+    original_batch_order: bool = field(default=False, metadata={'help': "with --group_by_modality_length: the original LLaVA's "
+                                       'batch order (the last megabatch of each modality goes to one tail sorted by index: about two mixed '
+                                       'image/text steps per epoch instead of at most one)'})
     evaluation_strategy: str|None = field(default=None, metadata={'help': 'old name of --eval_strategy'})
     warmup_ratio: float|None = field(default=None, metadata={'help': 'old name of a fractional --warmup_steps (share of the total steps)'})
     eval_generate: bool = field(default=False, metadata={'help': 'at each evaluation also answer the held-out questions by batched greedy '

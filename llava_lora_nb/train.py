@@ -241,7 +241,8 @@ def _run_record(model_args, data_args, training_args, settings, config, fingerpr
                packing=bool(data_args.packing), learning_rate=a.learning_rate, lr_scheduler_type=val(a.lr_scheduler_type),
                warmup_ratio=a.warmup_ratio, warmup_steps=a.warmup_steps, weight_decay=a.weight_decay, seed=a.seed, data_seed=a.data_seed,
                per_device_train_batch_size=a.per_device_train_batch_size, gradient_accumulation_steps=a.gradient_accumulation_steps,
-               group_by_modality_length=bool(a.group_by_modality_length), val_size=data_args.val_size or None,
+               group_by_modality_length=bool(a.group_by_modality_length),
+               original_batch_order=bool(getattr(a, 'original_batch_order', False)), val_size=data_args.val_size or None,
                data_sha256=file_sha256(data_args.data_path), eval_data_sha256=file_sha256(data_args.eval_data_path))
     schedule = dict(max_steps=a.max_steps, num_train_epochs=a.num_train_epochs, save_steps=a.save_steps, logging_steps=a.logging_steps,
                     eval_steps=a.eval_steps, eval_strategy=val(a.eval_strategy), world_size=a.world_size)

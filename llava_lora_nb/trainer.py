@@ -50,8 +50,9 @@ def get_length_grouped_indices(lengths:list, # positive length per record
 def get_modality_length_grouped_indices(lengths:list, # + for image records, − (or 0) for text-only ones
                                         batch_size:int, # per-device batch size
                                         world_size:int, # ranks × gradient accumulation steps
-                                        generator=None): # `torch.Generator` for the shuffles
-    "Indices in an order where every optimizer step holds one modality, except at most one mixed step at the end."
+                                        generator=None, # `torch.Generator` for the shuffles
+                                        original_tail:bool=False): # the original's tail: the LAST megabatch of each modality, sorted by index
+    "Indices in an order where every optimizer step holds one modality, except at most one mixed step at the end (`original_tail`: two)."
     lengths = [int(l) for l in lengths]
     mm = [i for i, l in enumerate(lengths) if l > 0]
     lang = [i for i, l in enumerate(lengths) if l <= 0]
@@ -63,8 +64,11 @@ def get_modality_length_grouped_indices(lengths:list, # + for image records, −
         order = [ids[j] for j in order]
         return [order[i:i + mb] for i in range(0, len(order), mb)]
     mm_b, lang_b = _megabatches(mm), _megabatches(lang)
-    full = [b for b in mm_b + lang_b if len(b) == mb]
-    tail = [i for b in mm_b + lang_b if len(b) < mb for i in b]
+    if original_tail:   # LLaVA's `additional_batch`: the last megabatch of each modality (full or not), sorted by index
+        full, tail = mm_b[:-1] + lang_b[:-1], sorted(mm_b[-1] + lang_b[-1])
+    else:
+        full = [b for b in mm_b + lang_b if len(b) == mb]
+        tail = [i for b in mm_b + lang_b if len(b) < mb for i in b]
     perm = torch.randperm(len(full), generator=generator).tolist()
     return [i for k in perm for i in full[k]] + tail
 
@@ -76,16 +80,16 @@ class LengthGroupedSampler(torch.utils.data.Sampler):
                  world_size:int, # ranks × gradient accumulation steps
                  lengths:list, # `dataset.modality_lengths` (or plain positive lengths)
                  group_by_modality:bool=True, # keep image and text-only records in separate steps
-                 seed:int=0): # shuffle seed; epoch `e` uses `seed + e`
+                 seed:int=0, # shuffle seed; epoch `e` uses `seed + e`
+                 original_tail:bool=False): # the original LLaVA's tail (`get_modality_length_grouped_indices`)
         self.batch_size, self.world_size, self.lengths = batch_size, world_size, list(lengths)
-        self.group_by_modality, self.seed, self.epoch = group_by_modality, seed, 0
+        self.group_by_modality, self.seed, self.epoch, self.original_tail = group_by_modality, seed, 0, original_tail
     def set_epoch(self, epoch:int): self.epoch = epoch
     def __len__(self): return len(self.lengths)
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed + self.epoch)
-        f = get_modality_length_grouped_indices if self.group_by_modality else get_length_grouped_indices
-        lengths = self.lengths if self.group_by_modality else [abs(l) for l in self.lengths]
-        return iter(f(lengths, self.batch_size, self.world_size, g))
+        if not self.group_by_modality: return iter(get_length_grouped_indices([abs(l) for l in self.lengths], self.batch_size, self.world_size, g))
+        return iter(get_modality_length_grouped_indices(self.lengths, self.batch_size, self.world_size, g, original_tail=self.original_tail))
 
 # %% ../nbs/07a_trainer.ipynb #c68e3695
 PROJECTOR_KEYS = ('multi_modal_projector', 'mm_projector', 'image_newline')   # image_newline: LLaVA-NeXT
@@ -266,6 +270,7 @@ class LLaVATrainer(transformers.Trainer):
         if getattr(self.args, 'group_by_modality_length', False) and hasattr(ds, 'modality_lengths'):
             return LengthGroupedSampler(self.args.train_batch_size, self.args.world_size * self.args.gradient_accumulation_steps,
                                         ds.modality_lengths, group_by_modality=True,
+                                        original_tail=bool(getattr(self.args, 'original_batch_order', False)),
                                         seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed)
         return super()._get_train_sampler(train_dataset)
 
