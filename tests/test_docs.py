@@ -102,6 +102,7 @@ def visits(site, server, browser):
             n_headings=page.locator('.md-content h2, .md-content h3').count(),
             toc=page.eval_on_selector_all('.md-sidebar--secondary nav a[href]', 'els => els.map(e => e.getAttribute("href"))'),
             toc_visible=page.locator('.md-sidebar--secondary').first.is_visible(),
+            ids=set(page.eval_on_selector_all('[id]', 'els => els.map(e => e.id)')),
             outputs=page.eval_on_selector_all('.md-content .jp-OutputArea', 'els => els.map(e => e.innerText)'))   # outputs, not prose about them
         page.close()
     return out
@@ -120,6 +121,12 @@ def test_every_page_loads_clean_with_working_links(site, server, visits):
         try: code = urlopen(target, timeout=10).status
         except HTTPError as e: code = e.code
         if code != 200: problems.append(f'{src}: broken internal link {target} (HTTP {code})')
+    for name, v in visits.items():   # every anchor of a link between pages (or within one) names an element of its page
+        for r in v['refs']:
+            u = urlparse(r)
+            if u.netloc != urlparse(server).netloc or not u.fragment or not u.path.endswith('.html'): continue
+            page = u.path.rsplit('/', 1)[-1]
+            if page in visits and u.fragment not in visits[page]['ids']: problems.append(f'{name}: broken anchor {page}#{u.fragment}')
     assert not problems, '\n'.join(problems)
     assert len(internal) >= len(visits)  # at least the sidebar links were checked
 
@@ -185,3 +192,19 @@ def test_no_frozen_progress_bars_warnings_or_tracebacks(visits):
             if hits: found.append(f'{name}: {len(hits)} × {kind}, e.g. {hits[0][:140]!r}')
     assert n_outputs > 50, n_outputs   # the check looked at the pages' outputs
     assert not found, '\n'.join(found)
+
+_re_link = re.compile(r'\]\(([^()\s]+)\)')
+
+def test_links_between_pages_work_on_github():
+    """Every relative link in the notebooks' prose and the README names a file of the repository (what GitHub opens):
+    a page's `.html` name 404s there, so links between notebooks name the `.ipynb` (the site turns it into its page)."""
+    import json
+    problems = []
+    sources = [(p, ''.join(''.join(c['source']) for c in json.loads(p.read_text())['cells'] if c['cell_type'] == 'markdown'))
+               for p in sorted((ROOT/'nbs').glob('*.ipynb'))] + [(ROOT/'README.md', (ROOT/'README.md').read_text())]
+    for f, text in sources:
+        for target in _re_link.findall(text):
+            path = target.split('#')[0]
+            if not path or re.match(r'^[a-z]+:', path): continue   # an anchor on the same page, or a URL
+            if not (f.parent/path).exists(): problems.append(f'{f.relative_to(ROOT)}: link to {target}: no such file in the repository')
+    assert not problems, '\n'.join(problems)
