@@ -4,20 +4,20 @@
 
 # %% ../nbs/07_arguments.ipynb #a87e3fe2
 from __future__ import annotations
-import os, sys
+import argparse, dataclasses, os, sys
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 import transformers
-from .core import LlavaLoraError
+from .core import LlavaLoraError, HelpFormatter, TRACEBACK_FLAG
 from .families import family_of
 from .loading import LoraFlags
 from .images import IMAGE_ASPECT_RATIOS
 from .trainer import deepspeed_config, check_deepspeed_config
 
 # %% auto #0
-__all__ = ['ModelArguments', 'DataArguments', 'TrainingArguments', 'check_architecture', 'check_report_to', 'parse_args',
-           'coerce_settings']
+__all__ = ['HELP_GROUPS', 'TRAIN_USAGE', 'ModelArguments', 'DataArguments', 'TrainingArguments', 'check_architecture',
+           'check_report_to', 'train_help', 'parse_args', 'coerce_settings']
 
 # %% ../nbs/07_arguments.ipynb #bef69e7f
 @dataclass
@@ -77,8 +77,12 @@ class TrainingArguments(transformers.TrainingArguments, LoraFlags):
     original_batch_order: bool = field(default=False, metadata={'help': "with --group_by_modality_length: the original LLaVA's "
                                        'batch order (the last megabatch of each modality goes to one tail sorted by index: about two mixed '
                                        'image/text steps per epoch instead of at most one)'})
-    evaluation_strategy: str|None = field(default=None, metadata={'help': 'old name of --eval_strategy'})
-    warmup_ratio: float|None = field(default=None, metadata={'help': 'old name of a fractional --warmup_steps (share of the total steps)'})
+    evaluation_strategy: str|None = field(default=None, metadata={'help': "LLaVA's spelling of --eval_strategy: no, steps or epoch"})
+    warmup_ratio: float|None = field(default=None, metadata={'help': 'share of the total steps spent warming the learning rate up from 0 '
+                                     "(LLaVA's scripts: 0.03); the same as a fractional --warmup_steps"})
+    gradient_checkpointing: bool|None = field(default=None, metadata={'nargs': '?', 'const': True, 'help': 'recompute activations in the '
+                                              "backward pass: much less memory, slower steps (LLaVA's scripts pass True); transformers 5 "
+                                              'calls it --activation_checkpointing'})
     eval_generate: bool = field(default=False, metadata={'help': 'at each evaluation also answer the held-out questions by batched greedy '
                                 'generation and log exact-match accuracy (eval_accuracy)'})
     eval_max_records: int = field(default=64, metadata={'help': 'with --eval_generate: at most this many held-out records are answered '
@@ -91,6 +95,8 @@ class TrainingArguments(transformers.TrainingArguments, LoraFlags):
         check_deepspeed_config(self.deepspeed, self.learning_rate, self.mm_projector_lr)   # at parse time, once
         if self.evaluation_strategy is not None: self.eval_strategy = self.evaluation_strategy
         if self.warmup_ratio is not None: self.warmup_steps = self.warmup_ratio
+        for old, new in (('gradient_checkpointing', 'activation_checkpointing'), ('gradient_checkpointing_kwargs', 'activation_checkpointing_kwargs')):
+            if getattr(self, old, None) is not None and getattr(self, new, None) is None: setattr(self, new, getattr(self, old))   # LLaVA's name, no FutureWarning
         if self.load_best_model_at_end and self.save_strategy == 'no':
             raise ValueError("--load_best_model_at_end True needs checkpoints to choose from: drop --save_strategy no (checkpoints "
                              "every --save_steps), or drop --load_best_model_at_end")
@@ -178,6 +184,135 @@ def check_report_to(report_to): # `--report_to`: a name, a list of names, 'all' 
         if fn and hasattr(iu, fn) and not getattr(iu, fn)():
             raise ValueError(f"--report_to {n}: the {pkg} package is not installed; install it (pip install {pkg}) or pass --report_to none")
 
+# %% ../nbs/07_arguments.ipynb #681f6f65
+HELP_GROUPS = {   # llava_lora_train --help: group title -> its flags (every flag of ours, and the common transformers ones)
+    'model': ('model_name_or_path', 'version', 'cache_dir', 'freeze_backbone', 'tune_mm_mlp_adapter', 'freeze_mm_mlp_adapter',
+              'pretrain_mm_mlp_adapter'),
+    'data': ('data_path', 'image_folder', 'image_aspect_ratio', 'model_max_length', 'group_by_modality_length', 'original_batch_order', 'packing',
+             'data_cache_dir', 'dataloader_num_workers'),
+    'LoRA / QLoRA': ('lora_enable', 'lora_r', 'lora_alpha', 'lora_dropout', 'lora_bias', 'use_rslora', 'use_dora', 'bits',
+                     'double_quant', 'quant_type', 'mm_projector_lr'),
+    'training': ('output_dir', 'num_train_epochs', 'max_steps', 'per_device_train_batch_size', 'gradient_accumulation_steps',
+                 'learning_rate', 'lr_scheduler_type', 'warmup_ratio', 'warmup_steps', 'weight_decay', 'max_grad_norm', 'optim',
+                 'bf16', 'fp16', 'tf32', 'gradient_checkpointing', 'deepspeed', 'seed', 'resume_from_checkpoint', 'allow_data_change'),
+    'checkpoints and logging': ('save_strategy', 'save_steps', 'save_total_limit', 'logging_steps', 'report_to', 'run_name'),
+    'evaluation': ('eval_data_path', 'val_size', 'eval_strategy', 'evaluation_strategy', 'eval_steps', 'per_device_eval_batch_size',
+                   'eval_generate', 'eval_max_records', 'load_best_model_at_end', 'metric_for_best_model'),
+    'architecture (checked against the checkpoint)': ('vision_tower', 'mm_vision_select_layer', 'mm_projector_type',
+                   'mm_use_im_start_end', 'mm_use_im_patch_token', 'mm_patch_merge_type', 'mm_vision_select_feature'),
+    "LLaVA's train.py flags that do nothing here": ('lazy_preprocess', 'is_multimodal', 'mpt_attn_impl', 'lora_weight_path'),
+}
+
+_SHORT_HELP = {   # what the common transformers flags do in a LLaVA finetune (their own help is written for any Trainer)
+    'output_dir': 'the training output: adapter + projector (or the model), checkpoints, model card; an existing one '
+                  'is resumed from its last complete checkpoint',
+    'num_train_epochs': 'passes over the training data',
+    'max_steps': 'stop after this many optimizer steps (overrides --num_train_epochs; -1: no limit)',
+    'per_device_train_batch_size': 'records (with --packing: packed rows) per step on each GPU (or process)',
+    'gradient_accumulation_steps': 'steps whose gradients add up to one optimizer update (the batch is this times '
+                                   '--per_device_train_batch_size times the number of GPUs)',
+    'learning_rate': 'peak learning rate of what trains (the projector too, unless --mm_projector_lr)',
+    'lr_scheduler_type': "after the warmup: cosine (LLaVA's scripts), linear, constant, ... (--help-all lists them)",
+    'warmup_steps': 'optimizer steps warming the learning rate up from 0; below 1: a share of the total steps',
+    'weight_decay': "AdamW's weight decay (not applied to biases and LayerNorm weights)",
+    'max_grad_norm': 'clip the gradient to this norm (0: no clipping)',
+    'bf16': 'bfloat16 mixed precision (on a GPU without bf16, or on CPU: float32, with a note)',
+    'fp16': 'float16 mixed precision (on CPU: float32, with a note)',
+    'tf32': 'TF32 matrix products on Ampere and newer GPUs (ignored, with a note, without CUDA)',
+    'deepspeed': 'DeepSpeed config JSON, or one shipped: zero2, zero3, zero3_offload',
+    'seed': 'random seed: new weights, the data order, dropout',
+    'resume_from_checkpoint': 'a checkpoint-N folder to resume from, or True: the last complete one of --output_dir '
+                              '(without the flag an --output_dir with checkpoints is resumed too)',
+    'dataloader_num_workers': 'processes preparing batches (and building --data_cache_dir); 0: in the training process',
+    'save_strategy': 'when to write a checkpoint-N: steps, epoch or no',
+    'save_steps': 'write a checkpoint every N optimizer steps; below 1: a share of the total steps',
+    'save_total_limit': 'keep at most this many checkpoints (older ones are deleted)',
+    'logging_steps': 'log the loss and learning rate every N steps; below 1: a share of the total steps',
+    'report_to': 'where logs go besides the console and trainer_state.json: none, all, wandb, tensorboard, mlflow, ...',
+    'run_name': 'the run\'s name in wandb, mlflow, trackio, ...',
+    'eval_strategy': 'when to evaluate on the held-out data: no, steps (the default with held-out data) or epoch',
+    'eval_steps': 'evaluate every N optimizer steps; below 1: a share of the total steps',
+    'per_device_eval_batch_size': 'held-out records per evaluation step on each GPU (or process)',
+    'load_best_model_at_end': 'save the weights of the checkpoint with the best --metric_for_best_model, not the last',
+    'metric_for_best_model': 'eval_loss (the default), or eval_accuracy (needs --eval_generate True)',
+}
+
+_HELP_FIXES = {   # transformers' help that --help-all rewrites: the aliases LLaVA's names stand for, a launcher detail
+    'gradient_checkpointing_kwargs': 'keyword arguments of --gradient_checkpointing, a JSON dict; the same as '
+                                     '--activation_checkpointing_kwargs',
+    'activation_checkpointing': 'transformers 5 name of --gradient_checkpointing: recompute activations in the backward pass',
+    'local_rank': 'set by a distributed launcher (deepspeed, torch.distributed.launch); leave it alone',
+    'remove_unused_columns': "False, as in LLaVA's train.py: the collator's batches reach the model as they are built",
+    'debug': "transformers' debug features: underflow_overflow (detect overflow in model I/O), tpu_metrics_debug; "
+             f'for the full traceback on errors pass {TRACEBACK_FLAG}',
+}
+
+TRAIN_USAGE = ('%(prog)s --model_name_or_path PATH --data_path FILE\n'
+               '                        --image_folder DIR --output_dir DIR [--flag VALUE ...]\n'
+               '       %(prog)s CONFIG.json | CONFIG.yaml')
+
+def _hf_parser():
+    return transformers.HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
+
+def _metavar(a, name:str) -> str|None:
+    "A short placeholder for the value of HfArgumentParser's action `a` (None: argparse shows short choices itself)."
+    if a.choices and len(','.join(map(str, a.choices))) <= 40: return None
+    if a.choices: return 'NAME'
+    if getattr(a.type, '__name__', '') == 'string_to_bool': return 'BOOL'
+    if name.endswith(('_dir', '_folder')): return 'DIR'
+    if name.endswith(('_path', '_or_path')): return 'PATH'
+    return {int: 'INT', float: 'FLOAT', str: 'STR'}.get(a.type, 'VALUE')
+
+def _show(group, a, name:str, text:str|None, list_choices:bool=True):
+    "Add HfArgumentParser's action `a` for flag `name` to help group `group`: one spelling, a short placeholder, the help and its default."
+    text = (text or '').rstrip()
+    if text.endswith('.') and not text.endswith('..'): text = text[:-1]
+    if isinstance(a, argparse._StoreFalseAction):
+        return group.add_argument(f'--{name}', action='store_true', help=f'the same as --{a.dest} False')
+    d = a.default
+    if d not in (None, '', [], argparse.SUPPRESS) and not (isinstance(d, float) and d != d):
+        text += f" (default: {str(getattr(d, 'value', d)).replace('%', '%%')})"
+    mv = _metavar(a, name)
+    if mv == 'NAME' and list_choices: text += '; one of ' + ', '.join(map(str, a.choices))   # too many for the placeholder
+    group.add_argument(f'--{name}', nargs=a.nargs, metavar=mv, choices=a.choices if mv is None else None, help=text or None)
+
+def train_help(full:bool=False, # every flag, every `transformers.TrainingArguments` one included (`--help-all`)
+               ) -> str:
+    "`llava_lora_train --help` (or `--help-all`): the flags in groups, at most `HELP_WIDTH` columns wide."
+    hf = _hf_parser()
+    acts = {o[2:]: a for a in hf._actions for o in a.option_strings if o.startswith('--') and '-' not in o[2:]}
+    p = argparse.ArgumentParser(prog='llava_lora_train', usage=TRAIN_USAGE, add_help=False, formatter_class=HelpFormatter,
+        description="Finetune a LLaVA checkpoint (LoRA, QLoRA or full) with the flags of LLaVA's train.py, or with one JSON/YAML "
+                    "file of the same keys. An input error is one line on stderr and exit status 2.",
+        epilog="Every --flag_name may also be written --flag-name. " + ("" if full else "--help-all lists every flag, all of "
+               "transformers' TrainingArguments included."))
+    ours = {f.name for c in (ModelArguments, DataArguments, TrainingArguments) for f in dataclasses.fields(c)
+            if c is not TrainingArguments or f.name not in {g.name for g in dataclasses.fields(transformers.TrainingArguments)}
+            or f.name in ('optim', 'gradient_checkpointing')}
+    grouped = [n for names in HELP_GROUPS.values() for n in names]
+    groups = {**HELP_GROUPS, **({'other flags': tuple(sorted(ours - set(grouped)))} if ours - set(grouped) else {})}
+    shown = set()
+    for title, names in groups.items():
+        g = p.add_argument_group(title)
+        for n in names:
+            a = acts[n]
+            short = not full and n not in ours and n in _SHORT_HELP
+            _show(g, a, n, _SHORT_HELP[n] if short else a.help, list_choices=not short); shown.add(n)
+            if full and (neg := f'no_{n}') in acts: _show(g, acts[neg], neg, None); shown.add(neg)
+    if full:
+        g = p.add_argument_group("transformers' TrainingArguments: the other flags")
+        for n, a in acts.items():
+            if n in shown or a.dest == 'help': continue
+            text = _HELP_FIXES.get(n, a.help)
+            if (text or '').startswith('Deprecated'): continue   # an alias transformers will remove: parsed, not advertised
+            _show(g, a, n, text)
+    g = p.add_argument_group('command line')
+    g.add_argument('-h', '--help', action='store_true', help="the flags of LLaVA's train.py and the common transformers ones")
+    g.add_argument('--help-all', action='store_true', help="every flag, all of transformers' TrainingArguments included")
+    g.add_argument(TRACEBACK_FLAG, action='store_true', help='on an error, show the full traceback instead of one line')
+    return p.format_help()
+
+
 # %% ../nbs/07_arguments.ipynb #492043b7
 def _resolve_deepspeed(v):
     "A DeepSpeed config path, with the bundled short names `zero2`, `zero3`, `zero3_offload` (with or without .json) resolved."
@@ -188,8 +323,18 @@ def _resolve_deepspeed(v):
 # %% ../nbs/07_arguments.ipynb #9c483dd7
 def parse_args(argv:list|None=None):
     "Parse `llava_lora_train` arguments: original `train.py` flags, or one JSON/YAML config file."
-    parser = transformers.HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
-    argv = sys.argv[1:] if argv is None else list(argv)
+    argv = [a for a in (sys.argv[1:] if argv is None else list(argv)) if a != TRACEBACK_FLAG]   # core.run_cli's, not a setting
+    if {'-h', '--help', '--help-all'} & set(argv):
+        print(train_help(full='--help-all' in argv), end=''); raise SystemExit(0)
+    for i, a in enumerate(argv):
+        if a == '--debug' and (i + 1 == len(argv) or argv[i + 1].startswith('-')):
+            raise ValueError("--debug is transformers' flag and needs a value (underflow_overflow, tpu_metrics_debug); "
+                             f"for the full traceback on errors pass {TRACEBACK_FLAG}")
+    parser = _hf_parser()
+    def refuse(message):   # a bad value: one line naming the flag once, not argparse's usage of 166 flags
+        import re
+        raise ValueError(re.sub(r'(--\w+)/--[\w-]+', r'\1', message) + ": see llava_lora_train --help")
+    parser.error = refuse
     if len(argv) == 1 and argv[0].endswith('.json'):
         return parser.parse_json_file(json_file=os.path.abspath(argv[0]), allow_extra_keys=False)
     if len(argv) == 1 and argv[0].endswith(('.yaml', '.yml')):

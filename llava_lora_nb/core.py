@@ -9,16 +9,20 @@ from contextlib import contextmanager
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['USAGE_ERROR', 'LOCK_HEARTBEAT', 'LOCK_STALE', 'STARTUP_NOISE', 'NOISE_WARNINGS', 'LlavaLoraError', 'ArgumentParser',
-           'run_cli', 'pid_alive', 'remove_stale_stages', 'check_free_space', 'staged_folder', 'FolderInUse',
-           'lock_path', 'lock_holder', 'folder_lock', 'unreadable_file', 'check_safetensors', 'path_relation',
-           'absolute_if_local', 'in_notebook', 'progress', 'needs', 'quiet_startup_noise']
+__all__ = ['TRACEBACK_FLAG', 'HELP_WIDTH', 'USAGE_ERROR', 'LOCK_HEARTBEAT', 'LOCK_STALE', 'STARTUP_NOISE', 'NOISE_WARNINGS',
+           'LlavaLoraError', 'HelpFormatter', 'ArgumentParser', 'run_cli', 'pid_alive', 'remove_stale_stages',
+           'check_free_space', 'staged_folder', 'FolderInUse', 'lock_path', 'lock_holder', 'folder_lock',
+           'unreadable_file', 'check_safetensors', 'path_relation', 'absolute_if_local', 'in_notebook', 'progress',
+           'needs', 'quiet_startup_noise']
 
 # %% ../nbs/00_core.ipynb #1f4acecc
 class LlavaLoraError(ValueError):
     "A mistake in what the user gave (a record, a file, a flag): the message names it and says what to do."
 
 # %% ../nbs/00_core.ipynb #c3bce2c5
+TRACEBACK_FLAG = '--traceback'   # every console script's flag for the full traceback instead of one line
+HELP_WIDTH = 100                 # no line of a script's --help is wider
+
 def _respell(argv, known:set) -> list:
     "`argv` with every `--flag-name` whose `--flag_name` is a known option rewritten to it (values are left alone)."
     out, after_dd = [], False
@@ -31,15 +35,25 @@ def _respell(argv, known:set) -> list:
         out.append(a)
     return out
 
+class HelpFormatter(argparse.HelpFormatter):
+    "argparse's help formatter, wrapped to the terminal but never wider than `HELP_WIDTH` columns."
+    def __init__(self, prog, indent_increment=2, max_help_position=30, width=None):
+        width = min(width or shutil.get_terminal_size().columns - 2, HELP_WIDTH)
+        super().__init__(prog, indent_increment, max_help_position, width)
+
 class ArgumentParser(argparse.ArgumentParser):
-    "`argparse.ArgumentParser` that accepts `--flag-name` and `--flag_name` alike, and has `--debug`."
+    "`argparse.ArgumentParser` that accepts `--flag-name` and `--flag_name` alike, has `--traceback`, and help at most `HELP_WIDTH` wide."
     def __init__(self, *args, **kwargs):
         kwargs.setdefault('epilog', 'Every --flag_name may also be written --flag-name.')
+        kwargs.setdefault('formatter_class', HelpFormatter)
         super().__init__(*args, **kwargs)
-        self.add_argument('--debug', action='store_true', help='on an error, show the full traceback instead of one line')
+        self.add_argument(TRACEBACK_FLAG, action='store_true', help='on an error, show the full traceback instead of one line')
     def parse_known_args(self, args=None, namespace=None):
         args = sys.argv[1:] if args is None else list(map(str, args))
+        if '--debug' in args and '--debug' not in self._option_string_actions:
+            self.error(f"unrecognized argument --debug: for the full traceback on errors pass {TRACEBACK_FLAG}")
         return super().parse_known_args(_respell(args, set(self._option_string_actions)), namespace)
+
 
 # %% ../nbs/00_core.ipynb #106b17e7
 USAGE_ERROR = 2
@@ -49,20 +63,20 @@ def run_cli(prog:str,      # the console script's name, e.g. 'llava_lora_merge'
             argv=None):    # arguments (default `sys.argv[1:]`)
     "Run a console script's `main` under the one error policy; returns the exit status."
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    debug = '--debug' in argv
+    full = TRACEBACK_FLAG in argv   # the full traceback instead of one line
     try:
         rc = main(argv)
         return 0 if rc is None else rc
     except KeyboardInterrupt as e:   # Ctrl-C; a stop that saved first (SIGTERM: 143) carries its status and message
-        if debug: raise
+        if full: raise
         print(f"{prog}: {e or 'interrupted'}", file=sys.stderr); return getattr(e, 'exit_status', 130)
     except (ValueError, OSError) as e:   # LlavaLoraError and other input errors: a missing, unreadable or existing path
-        if debug: raise
+        if full: raise
         msg = str(e) if isinstance(e, LlavaLoraError) else f"{type(e).__name__}: {e}" if not isinstance(e, ValueError) or not str(e) else str(e)
         print(f"{prog}: error: {msg}", file=sys.stderr); return USAGE_ERROR
     except Exception as e:
-        if debug: raise
-        print(f"{prog}: unexpected error: {type(e).__name__}: {e}\n(run again with --debug for the traceback)", file=sys.stderr)
+        if full: raise
+        print(f"{prog}: unexpected error: {type(e).__name__}: {e}\n(run again with {TRACEBACK_FLAG} for the traceback)", file=sys.stderr)
         return 1
 
 # %% ../nbs/00_core.ipynb #50566c6c

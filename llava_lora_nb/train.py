@@ -25,8 +25,8 @@ from .checkpoints import (last_complete_checkpoint, recover_staged_checkpoints, 
                                        file_sha256)
 
 # %% auto #0
-__all__ = ['TRAIN_HELP_NOTE', 'check_zero3_quantization', 'load_qlora_for_zero3', 'upcast_trainable_non_lora', 'run_header',
-           'LogTable', 'log_table', 'train', 'FinetuneResult', 'finetune', 'train_cli']
+__all__ = ['check_zero3_quantization', 'load_qlora_for_zero3', 'upcast_trainable_non_lora', 'run_header', 'LogTable', 'log_table',
+           'train', 'FinetuneResult', 'finetune', 'train_cli']
 
 # %% ../nbs/07b_train.ipynb #4d33ac33
 def _zero3(ds)->bool:
@@ -430,9 +430,6 @@ def finetune(model_name_or_path:str, # LLaVA checkpoint (llava-hf or original la
 
 # %% ../nbs/07b_train.ipynb #72f925ef
 def _train_main(argv:list):
-    if '--help' in argv or '-h' in argv: print(TRAIN_HELP_NOTE)
-    # a bare `--debug` is the CLI policy's (tracebacks); `--debug VALUE` stays transformers' own flag
-    argv = [a for i, a in enumerate(argv) if not (a == '--debug' and (i + 1 == len(argv) or argv[i + 1].startswith('--')))]
     if (note := single_process_env(deepspeed_from_argv(argv))): print(note)   # before TrainingArguments set up the process group
     model_args, data_args, training_args = parse_args(argv)
     out, trainer = _train(model_args, data_args, training_args)
@@ -441,11 +438,8 @@ def _train_main(argv:list):
         if m: print("llava_lora_train: final: " + ', '.join(f"{k} {v:.4g}" for k, v in m.items()))
         print(f"llava_lora_train: saved to {out}")
 
-TRAIN_HELP_NOTE = ("llava_lora_train: the flags of LLaVA's train.py (also spelled --flag-name), or one JSON/YAML file with the same "
-                   "keys. A bare --debug shows the full traceback on errors; input errors exit with status 2.")
-
 def train_cli(argv:list|None=None):
-    "Console script `llava_lora_train`: LLaVA's `train.py` flags (or a JSON/YAML file); exit status 2 on bad data or flags."
+    "Console script `llava_lora_train`: LLaVA's `train.py` flags (or a JSON/YAML file; `--help` groups them); exit status 2 on bad data or flags."
     os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
     rc = run_cli('llava_lora_train', _train_main, argv)
     if rc: sys.exit(rc)

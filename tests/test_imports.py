@@ -71,6 +71,20 @@ def test_nothing_printed_when_deepspeed_is_imported_too():
 @pytest.mark.parametrize('script', SCRIPTS)
 def test_help(script):
     env = {k: v for k, v in os.environ.items() if k != 'PYTHONWARNINGS'}
-    r = subprocess.run([str(BIN/script), '--help'], capture_output=True, text=True, timeout=300, env={**env, 'HF_HUB_OFFLINE': '1'})
+    r = subprocess.run([str(BIN/script), '--help'], capture_output=True, text=True, timeout=300,
+                       env={**env, 'HF_HUB_OFFLINE': '1', 'COLUMNS': '300'})   # a wide terminal: the help still keeps to 100 columns
     assert r.returncode == 0, r.stderr[-2000:]
-    assert '--debug' in r.stdout and r.stderr == '', (r.stdout[-2000:], r.stderr[-2000:])
+    assert '--traceback' in r.stdout and r.stderr == '', (r.stdout[-2000:], r.stderr[-2000:])
+    assert max(map(len, r.stdout.splitlines())) <= 100, max(r.stdout.splitlines(), key=len)
+    assert 'deprecat' not in r.stdout.lower() and len(r.stdout.splitlines()) < 200, r.stdout
+
+def test_train_help_all():
+    "`llava_lora_train --help-all`: every flag, transformers' rare ones included, in 100 columns; `--help` only the common ones."
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONWARNINGS'}
+    r = subprocess.run([str(BIN/'llava_lora_train'), '--help-all'], capture_output=True, text=True, timeout=300,
+                       env={**env, 'HF_HUB_OFFLINE': '1', 'COLUMNS': '300'})
+    assert r.returncode == 0 and r.stderr == '', r.stderr[-2000:]
+    lines = r.stdout.splitlines()
+    assert max(map(len, lines)) <= 100 and 'deprecat' not in r.stdout.lower(), max(lines, key=len)
+    for flag in ('--ddp_bucket_cap_mb', '--torch_empty_cache_steps', '--activation_checkpointing', '--debug', '--no_double_quant'):
+        assert any(l.startswith(f'  {flag} ') for l in lines), flag

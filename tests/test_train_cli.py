@@ -231,7 +231,9 @@ def test_train_cli_validation_flag_errors(tmp_path, tiny_ckpt, shapes, capsys):
                         (['--load_best_model_at_end', 'True'], '--load_best_model_at_end True: there is nothing to evaluate on'),
                         (['--val_size', '9', '--load_best_model_at_end', 'True', '--save_strategy', 'no'], 'needs checkpoints to choose from'),
                         (['--val_size', '1.5'], 'whole number of records'),
-                        (['--eval_data_pth', heldout], 'unknown flag(s) --eval_data_pth (did you mean --eval_data_path')):
+                        (['--eval_data_pth', heldout], 'unknown flag(s) --eval_data_pth (did you mean --eval_data_path'),
+                        (['--debug'], "--debug is transformers' flag and needs a value"),   # ours is --traceback
+                        (['--debug', 'no_such_option'], "argument --debug: invalid DebugOption value: 'no_such_option'")):
         with pytest.raises(SystemExit) as e: train_cli([str(a) for a in base + extra])   # the console script's function, in-process
         err = capsys.readouterr().err
         assert e.value.code == 2 and said in err and 'Traceback' not in err, (extra, err[-2000:])
