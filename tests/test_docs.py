@@ -103,6 +103,7 @@ def visits(site, server, browser):
             toc=page.eval_on_selector_all('.md-sidebar--secondary nav a[href]', 'els => els.map(e => e.getAttribute("href"))'),
             toc_visible=page.locator('.md-sidebar--secondary').first.is_visible(),
             ids=set(page.eval_on_selector_all('[id]', 'els => els.map(e => e.id)')),
+            clipped=page.eval_on_selector_all('.jupyter-wrapper .highlight-ipynb pre', 'els => els.filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.innerText.split("\\n").find(l => l.length > 60) || e.innerText.slice(0, 80))'),
             outputs=page.eval_on_selector_all('.md-content .jp-OutputArea', 'els => els.map(e => e.innerText)'))   # outputs, not prose about them
         page.close()
     return out
@@ -208,3 +209,15 @@ def test_links_between_pages_work_on_github():
             if not path or re.match(r'^[a-z]+:', path): continue   # an anchor on the same page, or a URL
             if not (f.parent/path).exists(): problems.append(f'{f.relative_to(ROOT)}: link to {target}: no such file in the repository')
     assert not problems, '\n'.join(problems)
+
+def test_code_is_never_clipped(visits):
+    "No line of code runs past its cell's edge in a 1280-pixel window: it wraps (outputs may scroll sideways)."
+    clipped = [f"{name}: {line[:100]}" for name, v in visits.items() for line in v['clipped']]
+    assert not clipped, '\n'.join(clipped[:20])
+
+def test_search_index_has_no_pilcrows(site):
+    "Search results show a heading's text, not its permalink's ¶."
+    import json
+    docs = json.loads((Path(site)/'search'/'search_index.json').read_text())['docs']
+    bad = [d['location'] for d in docs if '¶' in d['title'] or '¶' in d['text']]
+    assert not bad, bad[:10]

@@ -71,8 +71,9 @@ def test_reload_every_folder_same_logits(full_run, tiny_ckpt, shapes):
     with torch.no_grad(): assert (base(**cap.batch).logits - cap.logits[8]).abs().max() > 1e-2   # training changed something
     nl = load_file(str(out/f'{NON_LORA_NAME}.safetensors'))
     assert nl and all(is_projector_param(k) and k.startswith('base_model.model.') for k in nl)
-    bn = torch.load(out/f'{NON_LORA_NAME}.bin', weights_only=True)
-    assert bn.keys() == nl.keys() and all(torch.equal(bn[k], nl[k]) for k in nl)
+    assert not (out/f'{NON_LORA_NAME}.bin').exists()   # written once, as safetensors
+    ad = load_file(str(out/'adapter_model.safetensors'))   # and beside the LoRA weights, under the same names, for PEFT's loaders
+    assert all(torch.equal(ad[k], nl[k]) for k in nl)
 
 def test_param_group_learning_rates(full_run):
     out, cap = full_run

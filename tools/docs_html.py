@@ -105,8 +105,11 @@ def _make_executor(skip_flags, deadline, **kw):
 # ---------------------------------------------------------------- step 3: render (mkdocs-material + mkdocs-jupyter)
 SITE_CSS = """
 /* llava_lora_nb docs: notebooks rendered by mkdocs-jupyter inside mkdocs-material */
-.md-grid { max-width: 76rem; }
-/* long code lines and outputs scroll sideways inside their cell, never the whole page */
+.md-grid { max-width: 90rem; }
+/* code wraps at the column's edge (nothing hidden past it); outputs (tables, logs) scroll sideways inside their cell */
+.jupyter-wrapper .highlight-ipynb pre, .md-typeset .highlight pre > code { white-space: pre-wrap; overflow-wrap: anywhere; }
+/* a heading's permalink drawn by CSS, so its ¶ is not part of the heading's text (search results, titles) */
+.jupyter-wrapper a.anchor-link::after { content: '¶'; }
 .jupyter-wrapper .highlight-ipynb, .jupyter-wrapper .jp-OutputArea-output pre, .md-typeset pre > code { overflow-x: auto; }
 .jupyter-wrapper .jp-OutputArea-output pre { white-space: pre; }
 .jupyter-wrapper .jp-RenderedHTMLCommon pre { overflow-x: auto; }
