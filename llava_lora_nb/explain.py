@@ -11,12 +11,13 @@ from .loading import LoraSettings
 from .memory import estimate_memory, llava15_config, GB, _counts
 
 # %% auto #0
-__all__ = ['USABLE', 'GPUS', 'draw_llava', 'lora_delta', 'lora_scaling', 'trainable_share', 'nf4_roundtrip',
+__all__ = ['USABLE', 'GPUS', 'SIZES', 'draw_llava', 'lora_delta', 'lora_scaling', 'trainable_share', 'nf4_roundtrip',
            'absmax_int4_roundtrip', 'plot_nf4', 'quant_constant_bits', 'explore', 'lora_explorer', 'explorer_table',
            'plot_explorer']
 
 # %% ../nbs/05b_lora_explained.ipynb #b8d9d5ec
-def draw_llava(report, # a `trainable_report` of a LLaVA model (PEFT-wrapped or not)
+def draw_llava(report,        # a `trainable_report` of a LLaVA model (PEFT-wrapped or not)
+               targets=None,  # the layers LoRA adapts (e.g. `find_all_linear_names(model)`), written under the language model
                title:str='What trains in a LLaVA LoRA finetune'):
     "LLaVA's parts drawn left to right, each with its parameter count and whether it trains (from `report`)."
     import matplotlib.pyplot as plt
@@ -25,7 +26,7 @@ def draw_llava(report, # a `trainable_report` of a LLaVA model (PEFT-wrapped or 
     lm = {'params': r['language model']['params'] + r['LoRA']['params'], 'trainable': r['LoRA']['trainable'] + r['language model']['trainable']}
     parts = [('image', None, '#ffffff'), ('CLIP vision tower', r['vision tower'], None), ('projector', r['projector'], None),
              ('language model\n+ LoRA (A, B)', lm, None), ('lm_head', r['lm_head'], None), ('answer', None, '#ffffff')]
-    fig, ax = plt.subplots(figsize=(11, 2.6))
+    fig, ax = plt.subplots(figsize=(11, 3.2 if targets else 2.6))
     for i, (name, row, colour) in enumerate(parts):
         x = i * 1.9
         if row is None: state = ''
@@ -35,8 +36,11 @@ def draw_llava(report, # a `trainable_report` of a LLaVA model (PEFT-wrapped or 
         ax.add_patch(FancyBboxPatch((x, 0), 1.5, 1, boxstyle='round,pad=0.05', fc=colour, ec='#333333'))
         ax.text(x + 0.75, 0.62, name, ha='center', va='center', fontsize=9, weight='bold')
         if row is not None: ax.text(x + 0.75, 0.22, f"{row['params']:,} params\n{state}", ha='center', va='center', fontsize=8)
+        if targets and name.startswith('language model'):
+            ax.text(x + 0.75, -0.32, 'LoRA in every linear layer:\n' + '\n'.join(', '.join(targets[j:j + 3]) for j in range(0, len(targets), 3)),
+                    ha='center', va='top', fontsize=7)
         if i < len(parts) - 1: ax.annotate('', (x + 1.85, 0.5), (x + 1.55, 0.5), arrowprops=dict(arrowstyle='->'))
-    ax.set_xlim(-0.2, len(parts) * 1.9 - 0.2); ax.set_ylim(-0.2, 1.2); ax.axis('off'); ax.set_title(title)
+    ax.set_xlim(-0.2, len(parts) * 1.9 - 0.2); ax.set_ylim(-0.9 if targets else -0.2, 1.2); ax.axis('off'); ax.set_title(title)
     return fig
 
 # %% ../nbs/05b_lora_explained.ipynb #235be58f
@@ -55,12 +59,13 @@ def lora_scaling(alpha:float, r:int, use_rslora:bool=False) -> float:
 def trainable_share(config_or_model,           # a LLaVA config (e.g. `llava15_config('7b')`) or model
                     ranks=(8, 16, 32, 64, 128, 256)) -> list:
     "For each LoRA rank: adapter and projector parameters, and what trains as a share of the whole model."
-    out = []
-    for r in ranks:
-        c = _counts(config_or_model, r)
-        out.append({'r': r, 'adapter': c['adapter'], 'projector': c['projector'], 'trainable': c['adapter'] + c['projector'],
-                    'model': c['total'], 'share': (c['adapter'] + c['projector']) / (c['total'] + c['adapter'])})
-    return out
+    c = _counts(config_or_model, 1)   # counted once: the adapter is r · Σ (in + out), linear in r
+    return [_share_row(c, r) for r in ranks]
+
+def _share_row(c, r):
+    a = r * c['adapter']
+    return {'r': r, 'adapter': a, 'projector': c['projector'], 'trainable': a + c['projector'],
+            'model': c['total'], 'share': (a + c['projector']) / (c['total'] + a)}
 
 # %% ../nbs/05b_lora_explained.ipynb #eb61fe4d
 def nf4_roundtrip(w:torch.Tensor,          # a weight matrix
@@ -100,27 +105,38 @@ def quant_constant_bits(blocksize:int=64, double_quant:bool=True, blocksize2:int
 # %% ../nbs/05b_lora_explained.ipynb #2d3080ea
 USABLE = 0.93   # of a card's memory a run can count on (the CUDA context and fragmentation take the rest)
 GPUS = {'RTX 3060 (12 GB)': 12, 'T4 / RTX 4080 (16 GB)': 16, 'RTX 3090 / 4090 (24 GB)': 24, 'A100 40GB': 40, 'A100 / H100 80GB': 80}
+SIZES = {'7B': '7b', '13B': '13b'}   # the explorer's models by default: LLaVA-1.5's sizes (`llava15_config`)
 
-@functools.lru_cache(maxsize=256)
-def _needs(size, r, alpha, bits, batch_size, seq_len, use_rslora):
+@functools.lru_cache(maxsize=8)
+def _named(size:str):
     cfg = llava15_config(size)
-    mem = estimate_memory(cfg, LoraSettings(lora_r=r, lora_alpha=alpha, bits=bits, use_rslora=use_rslora), batch_size=batch_size, seq_len=seq_len)
-    return mem, trainable_share(cfg, ranks=(r,))[0]
+    return cfg, _counts(cfg, 1)
 
-def explore(size:str='7b', r:int=128, alpha:int=256, bits:int=16, batch_size:int=4, seq_len:int=2048,
-            gpu_gb:float=24, use_rslora:bool=False) -> dict:
-    "What a LLaVA-1.5 LoRA/QLoRA run needs: trainable parameters, the scale, memory per part (GiB) and whether it fits `gpu_gb`."
-    mem, share = _needs(size, r, alpha, bits, batch_size, seq_len, use_rslora)
+def _needs(size, r, alpha, bits, batch_size, seq_len, use_rslora):
+    cfg, unit = _named(size.lower()) if isinstance(size, str) else (size, _counts(size, 1))
+    mem = estimate_memory(cfg, LoraSettings(lora_r=r, lora_alpha=alpha, bits=bits, use_rslora=use_rslora), batch_size=batch_size, seq_len=seq_len)
+    return mem, _share_row(unit, r)
+_needs_named = functools.lru_cache(maxsize=512)(_needs)   # a config is not hashable: only named sizes are cached
+
+def explore(size='7b',      # '7b' / '13b' (LLaVA-1.5, from `llava15_config`) or any LLaVA config, e.g. the tiny model's
+            r:int=128, alpha:int=256,
+            bits:int=16,     # 16: LoRA; 8 or 4: QLoRA (int8 / NF4 frozen weights)
+            batch_size:int=4, seq_len:int=2048, gpu_gb:float=24, use_rslora:bool=False) -> dict:
+    "What a LLaVA LoRA/QLoRA run needs: trainable parameters, the scale, memory per part (GiB) and whether it fits `gpu_gb`."
+    mem, share = (_needs_named if isinstance(size, str) else _needs)(size, r, alpha, bits, batch_size, seq_len, use_rslora)
     total = mem['total'] / GB
     return {'method': 'qlora' if bits != 16 else 'lora', 'trainable': share['trainable'], 'share': share['share'],
             'scaling': lora_scaling(alpha, r, use_rslora), 'memory_gib': {k: v / GB for k, v in mem.items() if k != 'total'},
             'total_gib': total, 'fits': total <= gpu_gb * USABLE}
 
 # %% ../nbs/05b_lora_explained.ipynb #7233fbdb
-def lora_explorer():
-    "An ipywidgets panel: sliders for size, r, alpha, bits, batch and sequence length, a GPU choice; shows `explore`'s numbers."
+def _gib(v:float) -> str: return f'{v:.1f} GiB' if v >= 0.1 or not v else f'{v * 1024:.2f} MiB'
+def _params(n:int) -> str: return f'{n / 1e6:.1f}M' if n >= 1e6 else f'{n:,}'
+
+def lora_explorer(models:dict=None):  # label -> '7b' / '13b' or a LLaVA config (default: `SIZES`; add e.g. the tiny model's config)
+    "An ipywidgets panel: model, r, alpha, bits, batch and sequence length, a GPU choice; shows `explore`'s numbers."
     import ipywidgets as W
-    c = dict(size=W.ToggleButtons(options=[('7B', '7b'), ('13B', '13b')], description='model'),
+    c = dict(size=W.ToggleButtons(options=list((models or SIZES).items()), description='model'),
              r=W.SelectionSlider(options=[4, 8, 16, 32, 64, 128, 256], value=128, description='r'),
              alpha=W.SelectionSlider(options=[8, 16, 32, 64, 128, 256, 512], value=256, description='alpha'),
              bits=W.ToggleButtons(options=[16, 8, 4], value=4, description='bits'),
@@ -130,11 +146,11 @@ def lora_explorer():
     out = W.HTML()
     def show(*_):
         e = explore(**{k: w.value for k, w in c.items()})
-        rows = ''.join(f'<tr><td>{k}</td><td style="text-align:right">{v:.1f} GiB</td></tr>' for k, v in e['memory_gib'].items() if v)
+        rows = ''.join(f'<tr><td>{k}</td><td style="text-align:right">{_gib(v)}</td></tr>' for k, v in e['memory_gib'].items() if v)
         verdict = ('<b style="color:#2a9d8f">fits</b>' if e['fits'] else '<b style="color:#e76f51">does not fit</b>')
-        out.value = (f"<p>{e['method'].upper()}: {e['trainable'] / 1e6:.1f}M parameters train ({100 * e['share']:.2f}% of the model), "
-                     f"scale alpha/r = {e['scaling']:.3g}</p><table>{rows}<tr><td><b>total</b></td><td style='text-align:right'>"
-                     f"<b>{e['total_gib']:.1f} GiB</b></td></tr></table><p>{verdict} on the chosen GPU ({c['gpu_gb'].value} GB)</p>")
+        out.value = (f"<p>{e['method'].upper()} ({c['bits'].value}-bit): {_params(e['trainable'])} parameters train "
+                     f"({100 * e['share']:.2f}% of the model), scale alpha/r = {e['scaling']:.3g}</p><table>{rows}<tr><td><b>total</b></td>"
+                     f"<td style='text-align:right'><b>{_gib(e['total_gib'])}</b></td></tr></table><p>{verdict} on the chosen GPU ({c['gpu_gb'].value} GB)</p>")
     for w in c.values(): w.observe(show, 'value')
     show()
     class Explorer(W.VBox):
@@ -148,7 +164,7 @@ def lora_explorer():
     return box
 
 # %% ../nbs/05b_lora_explained.ipynb #7bdb8d0d
-def explorer_table(sizes=('7b', '13b'), ranks=(16, 64, 128), bits=(16, 4), batch_size:int=4, seq_len:int=2048) -> str:
+def explorer_table(sizes=('7b', '13b'), ranks=(16, 64, 128), bits=(16, 8, 4), batch_size:int=4, seq_len:int=2048) -> str:
     "`explore`'s totals as a markdown table: one row per size, bits and r, and the smallest card of `GPUS` it fits."
     from IPython.display import Markdown
     lines = ['| model | method | r | trains | total GiB | fits |', '|---|---|---:|---:|---:|---|']
@@ -157,18 +173,18 @@ def explorer_table(sizes=('7b', '13b'), ranks=(16, 64, 128), bits=(16, 4), batch
             for r in ranks:
                 e = explore(s, r=r, alpha=2 * r, bits=b, batch_size=batch_size, seq_len=seq_len)
                 gpu = next((n for n, gb in sorted(GPUS.items(), key=lambda kv: kv[1]) if e['total_gib'] <= gb * USABLE), 'none of these')
-                lines.append(f"| {s.upper()} | {e['method']} | {r} | {e['trainable'] / 1e6:.0f}M | {e['total_gib']:.1f} | {gpu} |")
+                lines.append(f"| {s.upper()} | {e['method']} {b}-bit | {r} | {e['trainable'] / 1e6:.0f}M | {e['total_gib']:.1f} | {gpu} |")
     return Markdown('\n'.join(lines))
 
 def plot_explorer(sizes=('7b', '13b'), ranks=(8, 16, 32, 64, 128, 256), batch_size:int=4, seq_len:int=2048):
-    "Total training memory against r for LoRA and QLoRA, with the common GPU sizes as lines."
+    "Total training memory against r for LoRA (16-bit) and QLoRA (8- and 4-bit), with the common GPU sizes as lines."
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for s in sizes:
-        for b, ls in ((16, '-'), (4, '--')):
+        for b, ls in ((16, '-'), (8, ':'), (4, '--')):
             ax.plot(ranks, [explore(s, r, 2 * r, b, batch_size, seq_len)['total_gib'] for r in ranks], ls, marker='o',
-                    label=f"{s.upper()} {'LoRA' if b == 16 else 'QLoRA'}")
+                    label=f"{s.upper()} {'LoRA' if b == 16 else 'QLoRA'} {b}-bit")
     for gb in sorted(set(GPUS.values())): ax.axhline(gb, color='#999999', lw=.8); ax.text(ranks[-1], gb, f' {gb} GB', va='center', fontsize=7)
     ax.set_xscale('log', base=2); ax.set_xlabel('LoRA rank r (alpha = 2r)'); ax.set_ylabel('GiB per GPU')
-    ax.set_title(f'LLaVA-1.5 training memory, batch {batch_size}, {seq_len} tokens'); ax.legend(fontsize=8)
+    ax.set_title(f'LLaVA-1.5 training memory, batch {batch_size}, {seq_len} tokens'); ax.legend(fontsize=7, ncol=2)
     return fig
