@@ -24,8 +24,8 @@ def draw_llava(report,        # a `trainable_report` of a LLaVA model (PEFT-wrap
     from matplotlib.patches import FancyBboxPatch
     r = report.rows
     lm = {'params': r['language model']['params'] + r['LoRA']['params'], 'trainable': r['LoRA']['trainable'] + r['language model']['trainable']}
-    parts = [('image', None, '#ffffff'), ('CLIP vision tower', r['vision tower'], None), ('projector', r['projector'], None),
-             ('language model\n+ LoRA (A, B)', lm, None), ('lm_head', r['lm_head'], None), ('answer', None, '#ffffff')]
+    parts = [('image', None, '#ffffff'), ('CLIP vision\ntower', r['vision tower'], None), ('projector', r['projector'], None),
+             ('language\nmodel + LoRA', lm, None), ('lm_head', r['lm_head'], None), ('answer', None, '#ffffff')]
     fig, ax = plt.subplots(figsize=(11, 3.2 if targets else 2.6))
     for i, (name, row, colour) in enumerate(parts):
         x = i * 1.9
@@ -36,7 +36,7 @@ def draw_llava(report,        # a `trainable_report` of a LLaVA model (PEFT-wrap
         ax.add_patch(FancyBboxPatch((x, 0), 1.5, 1, boxstyle='round,pad=0.05', fc=colour, ec='#333333'))
         ax.text(x + 0.75, 0.62, name, ha='center', va='center', fontsize=9, weight='bold')
         if row is not None: ax.text(x + 0.75, 0.22, f"{row['params']:,} params\n{state}", ha='center', va='center', fontsize=8)
-        if targets and name.startswith('language model'):
+        if targets and name.startswith('language'):
             ax.text(x + 0.75, -0.32, 'LoRA in every linear layer:\n' + '\n'.join(', '.join(targets[j:j + 3]) for j in range(0, len(targets), 3)),
                     ha='center', va='top', fontsize=7)
         if i < len(parts) - 1: ax.annotate('', (x + 1.85, 0.5), (x + 1.55, 0.5), arrowprops=dict(arrowstyle='->'))
@@ -178,7 +178,7 @@ def explorer_table(sizes=('7b', '13b'), ranks=(16, 64, 128), bits=(16, 8, 4), ba
 
 def plot_explorer(sizes=('7b', '13b'), ranks=(8, 16, 32, 64, 128, 256), batch_size:int=4, seq_len:int=2048):
     "Total training memory against r for LoRA (16-bit) and QLoRA (8- and 4-bit), with the common GPU sizes as lines."
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt, matplotlib.ticker
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for s in sizes:
         for b, ls in ((16, '-'), (8, ':'), (4, '--')):
@@ -186,5 +186,6 @@ def plot_explorer(sizes=('7b', '13b'), ranks=(8, 16, 32, 64, 128, 256), batch_si
                     label=f"{s.upper()} {'LoRA' if b == 16 else 'QLoRA'} {b}-bit")
     for gb in sorted(set(GPUS.values())): ax.axhline(gb, color='#999999', lw=.8); ax.text(ranks[-1], gb, f' {gb} GB', va='center', fontsize=7)
     ax.set_xscale('log', base=2); ax.set_xlabel('LoRA rank r (alpha = 2r)'); ax.set_ylabel('GiB per GPU')
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_title(f'LLaVA-1.5 training memory, batch {batch_size}, {seq_len} tokens'); ax.legend(fontsize=7, ncol=2)
     return fig
