@@ -83,6 +83,9 @@ class TrainingArguments(transformers.TrainingArguments, LoraFlags):
     gradient_checkpointing: bool|None = field(default=None, metadata={'nargs': '?', 'const': True, 'help': 'recompute activations in the '
                                               "backward pass: much less memory, slower steps (LLaVA's scripts pass True); transformers 5 "
                                               'calls it --activation_checkpointing'})
+    supervised_logits: bool = field(default=True, metadata={'help': 'apply lm_head and the loss only at the positions whose next token '
+                                    'is supervised (the answers): the same loss and gradients, a fraction of the logits memory; '
+                                    'False: at every position, as the original'})
     eval_generate: bool = field(default=False, metadata={'help': 'at each evaluation also answer the held-out questions by batched greedy '
                                 'generation and log exact-match accuracy (eval_accuracy)'})
     eval_max_records: int = field(default=64, metadata={'help': 'with --eval_generate: at most this many held-out records are answered '
@@ -194,7 +197,7 @@ HELP_GROUPS = {   # llava_lora_train --help: group title -> its flags (every fla
                      'double_quant', 'quant_type', 'mm_projector_lr'),
     'training': ('output_dir', 'num_train_epochs', 'max_steps', 'per_device_train_batch_size', 'gradient_accumulation_steps',
                  'learning_rate', 'lr_scheduler_type', 'warmup_ratio', 'warmup_steps', 'weight_decay', 'max_grad_norm', 'optim',
-                 'bf16', 'fp16', 'tf32', 'gradient_checkpointing', 'deepspeed', 'seed', 'resume_from_checkpoint', 'allow_data_change'),
+                 'bf16', 'fp16', 'tf32', 'gradient_checkpointing', 'supervised_logits', 'deepspeed', 'seed', 'resume_from_checkpoint', 'allow_data_change'),
     'checkpoints and logging': ('save_strategy', 'save_steps', 'save_total_limit', 'logging_steps', 'report_to', 'run_name'),
     'evaluation': ('eval_data_path', 'val_size', 'eval_strategy', 'evaluation_strategy', 'eval_steps', 'per_device_eval_batch_size',
                    'eval_generate', 'eval_max_records', 'load_best_model_at_end', 'metric_for_best_model'),

@@ -11,6 +11,7 @@ import torch
 import transformers
 from .core import check_safetensors
 from .checkpoints import SAVING_SUFFIX, _publish
+from .loss import supervised_logits_loss
 from .output import (NON_LORA, MM_PROJECTOR_NAME, RunSettings, non_lora_trainables, save_non_lora_trainables,
                      load_non_lora_trainables, projector_state_original, read_projector_file, read_mm_projector)
 
@@ -264,6 +265,15 @@ class LLaVATrainer(transformers.Trainer):
         if any(getattr(cb, 'replaces_progress', False) for cb in self.callback_handler.callbacks):   # `LiveTrainingCallback`
             for cb in [c for c in self.callback_handler.callbacks
                        if type(c).__name__ in ('ProgressCallback', 'NotebookProgressCallback', 'PrinterCallback')]: self.remove_callback(cb)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        "Training steps: the loss from the supervised positions' logits only (`loss.supervised_logits_loss`; `--supervised_logits False`: the standard one)."
+        if return_outputs or not model.training or 'labels' not in inputs or not getattr(self.args, 'supervised_logits', False):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)   # evaluation: the standard loss, unchanged
+        loss, _ = supervised_logits_loss(model, inputs, num_items_in_batch if self.model_accepts_loss_kwargs else None)
+        if self.args.average_tokens_across_devices and self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size() if self.args.n_gpu <= 1 else self.args.n_gpu)   # as the Trainer's
+        return loss
 
     def _get_train_sampler(self, train_dataset=None):
         ds = train_dataset if train_dataset is not None else self.train_dataset

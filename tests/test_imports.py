@@ -9,11 +9,11 @@ from conftest import ROOT, BIN
 
 PKG = ROOT/'llava_lora_nb'
 # the workflow order: a module may import only modules before it (testing and demo sit on top of everything)
-ORDER = ['core', 'families', 'records', 'images', 'prompts', 'dataset', 'check', 'packing', 'targets', 'loading', 'memory', 'explain', 'output', 'card', 'checkpoints', 'generation', 'trainer',
+ORDER = ['core', 'families', 'records', 'images', 'prompts', 'dataset', 'check', 'packing', 'targets', 'loading', 'memory', 'explain', 'output', 'card', 'checkpoints', 'generation', 'loss', 'trainer',
          'arguments', 'live',
          'train', 'merge', 'validate', 'testing', 'demo']
 HEAVY = ('transformers.trainer', 'deepspeed', 'bitsandbytes')
-LIGHT = ['core', 'families', 'records', 'images', 'prompts', 'dataset', 'check', 'packing', 'targets', 'loading', 'memory', 'explain', 'output', 'card', 'checkpoints', 'generation', 'merge', 'validate']
+LIGHT = ['core', 'families', 'records', 'images', 'prompts', 'dataset', 'check', 'packing', 'targets', 'loading', 'memory', 'explain', 'output', 'card', 'checkpoints', 'generation', 'loss', 'merge', 'validate']
 SCRIPTS = ['llava_lora_check', 'llava_lora_train', 'llava_lora_merge', 'llava_lora_predict', 'llava_lora_eval', 'llava_lora_demo']
 
 def _modules(): return sorted(p.stem for p in PKG.glob('*.py') if not p.stem.startswith('_'))

@@ -78,6 +78,38 @@ def test_trainer_loss_normalisation_with_accumulation(tiny_ckpt, shapes, tmp_pat
     torch.testing.assert_close(lp, lu, rtol=1e-5, atol=1e-6)
     for a, b in zip(gp, gu): torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
+@pytest.mark.parametrize('bits', [16, 4], ids=['lora', 'qlora'])
+def test_trainer_supervised_logits_same_loss_and_grads(tiny_ckpt, shapes, tmp_path, bits, monkeypatch):
+    """`--supervised_logits` (the default): LLaVATrainer's training loss over two accumulated micro-batches, packed and
+    padded, and every trainable gradient equal those of the standard loss (`--supervised_logits False`), with the
+    Trainer's `num_items_in_batch`; evaluation keeps the standard loss."""
+    from llava_lora_nb.dataset import data_collator
+    from llava_lora_nb.trainer import LLaVATrainer
+    from llava_lora_nb.arguments import TrainingArguments
+    import llava_lora_nb.trainer as T
+    calls, real = [], T.supervised_logits_loss
+    monkeypatch.setattr(T, 'supervised_logits_loss', lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    data, _, folder = shapes
+    ds, pds = _datasets(tiny_ckpt, data, folder)
+    model = _model(tiny_ckpt, bits)
+    h = len(pds) // 2
+    batches = {'packed': [data_collator(pds)([pds[j] for j in js]) for js in (range(h), range(h, len(pds)))],
+               'padded': [data_collator(ds)([ds[i] for i in range(k, k + 7)]) for k in (0, 7)]}
+    def run(flag, bs):
+        args = TrainingArguments(str(tmp_path/str(flag)), report_to='none', use_cpu=True, remove_unused_columns=False, supervised_logits=flag)
+        tr = LLaVATrainer(model=model, args=args, train_dataset=pds, data_collator=data_collator(pds))
+        n = tr._get_num_items_in_batch(bs, 'cpu')
+        model.zero_grad()
+        loss = sum(tr.compute_loss(model, dict(b), num_items_in_batch=n) for b in bs)
+        loss.backward()
+        return loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
+    for name, bs in batches.items():
+        calls.clear(); l1, g1 = run(True, bs); assert len(calls) == 2   # the new path, once per micro-batch
+        calls.clear(); l0, g0 = run(False, bs); assert not calls        # the standard one
+        torch.testing.assert_close(l1, l0, rtol=1e-5, atol=1e-6)
+        assert sorted(g1) == sorted(g0) and any(g.abs().sum() > 0 for g in g0.values())
+        for k in g0: torch.testing.assert_close(g1[k], g0[k], rtol=1e-4, atol=1e-6, msg=lambda m: f'{name} {k}: {m}')
+
 FLAGS = ['--version', 'v1', '--lora_enable', 'True', '--lora_r', '8', '--lora_alpha', '16', '--learning_rate', '3e-3',
          '--mm_projector_lr', '1e-3', '--group_by_modality_length', 'True', '--per_device_train_batch_size', '2',
          '--model_max_length', '256', '--logging_steps', '1', '--report_to', 'none', '--disable_tqdm', 'True', '--seed', '7',
