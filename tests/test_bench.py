@@ -46,6 +46,11 @@ def test_bench_packing_quick(tmp_path):
     assert len({x['supervised_tokens'] for x in m.values()}) == 1   # every method trains on the same supervised tokens
     if 'trl' in m: assert d['labels_vs_trl']['labels_equal'] == d['labels_vs_trl']['ids_equal'] == d['labels_vs_trl']['records']
 
+def test_bench_memory_quick(tmp_path):
+    "Both loss paths train to the same losses, packed and padded (nothing timed here)."
+    d = bench('bench_memory.py', tmp_path)
+    assert set(d['layouts']) == {'packed', 'padded'} and all(m['same_losses'] < 1e-4 for m in d['layouts'].values()), d['layouts']
+
 def test_bench_merge_quick(tmp_path):
     d = bench('bench_merge.py', tmp_path)
     assert d['summary']['targets']['outputs_identical'] is True
