@@ -259,6 +259,37 @@ if d:
             "(whole-process peak RSS, weights and the Python runtime included: " + ', '.join(f"{l} {m['ratio_peak_rss']:.2f}×" for l, m in d['layouts'].items()) + ").",
             "- The losses of both settings are equal step by step (last column); `tests/test_packing.py` checks loss and gradients exactly.", "",
             "![memory](memory.png)", ""]
+d = load('roofline')
+if d:
+    out += ["## 4c. Roofline: a LoRA step against bare matrix multiply", "", measured(d), "",
+            f"Command: `python bench/bench_roofline.py` ({d['threads']} torch threads). Achieved FLOP/s = the step's FLOPs counted from the model's shapes "
+            "and the batch ÷ its wall time (steps after the first); bare = the FLOP/s of `torch.mm` on this machine at the same GEMM shapes (the "
+            "language model's linear layers forward and input-gradient, and lm_head's), timed alone. The formula, per step (multiply-add = 2):",
+            "`4·T·N_lin` (frozen linears, forward + input gradient) `+ 6·T·Σr(in+out)` (LoRA) `+ 12·B·s²·h·L` (attention) `+ 4·K·h·V` (lm_head "
+            "at the K computed positions) `+ 6·I·N_proj` (projector) `+ 2·P·N_clip + 4·P²·h_v·L_v` per image (CLIP, forward only); elementwise work "
+            "(norms, activations, the optimizer) is left out.", "",
+            "| size | rows | achieved GFLOP/s | bare mm GFLOP/s | fraction | fraction, attention not counted | s / step |", "|---|---|---|---|---|---|---|"]
+    for size, lays in d['sizes'].items():
+        for layout, r in lays.items():
+            out.append(f"| {size} | {layout} | {r['achieved_flops_per_s'] / 1e9:.1f} | {r['bare_mm_flops_per_s'] / 1e9:.1f} | "
+                       f"**{100 * r['fraction']:.0f}%** | {100 * r['fraction_without_attention']:.0f}% | {r['step_s_median']:.2f} |")
+    prof = [(size, layout, r) for size, lays in d['sizes'].items() for layout, r in lays.items() if 'profile_s' in r]
+    if prof:
+        out += ["", "Where one step's time goes (`torch.profiler`, self CPU time, " + ', '.join(f'{s} {l}' for s, l, _ in prof) + "):", "",
+                "| rows | " + ' | '.join(prof[0][2]['profile_s']) + " |", "|---|" + "---|" * len(prof[0][2]['profile_s'])]
+        for size, layout, r in prof:
+            tot = sum(r['profile_s'].values())
+            out.append(f"| {size} {layout} | " + ' | '.join(f"{100 * v / tot:.0f}%" for v in r['profile_s'].values()) + " |")
+        big = max(prof[-1][2]['profile_s'].items(), key=lambda kv: kv[1])
+        out += ["", f"The largest share at the largest size is **{big[0]}**. The ten most expensive operators: "
+                + ', '.join(f"`{k}` {v:.2f} s" for k, v in prof[-1][2]['profile_top']) + "."]
+    out += ["", "- Goal ≥ 50% of the bare-matmul rate at the mid size on CPU: " + ', '.join(
+                f"{l} {'met' if r['fraction_without_attention'] >= 0.5 else 'met only by the upper bound' if r['fraction'] >= 0.5 else 'not met'} "
+                f"({100 * r['fraction']:.0f}%, {100 * r['fraction_without_attention']:.0f}% without attention)" for l, r in d['sizes'].get('mid', {}).items()) + ".",
+            "- The attention term counts the whole s×s product per row. PyTorch's CPU flash-attention kernel may skip blocks the causal mask",
+            "  removes, and in packed rows much of the square lies between different records: the first fraction is an upper bound. The",
+            "  next column leaves attention's FLOPs out altogether (a lower bound); the truth lies between.",
+            "- On a GPU, `bench_gpu.py` reports the same ratio as MFU against the card's peak (section 5).", ""]
 d = load('gpu')
 out += ["## 5. GPU (LLaVA-1.5-7B-shaped, random weights, batch 16 × 2048)", ""]
 if d:

@@ -51,6 +51,13 @@ def test_bench_memory_quick(tmp_path):
     d = bench('bench_memory.py', tmp_path)
     assert set(d['layouts']) == {'packed', 'padded'} and all(m['same_losses'] < 1e-4 for m in d['layouts'].values()), d['layouts']
 
+def test_bench_roofline_quick(tmp_path):
+    "The roofline script counts FLOPs, times bare matmul at the same shapes and profiles a step (nothing timed here)."
+    d = bench('bench_roofline.py', tmp_path)
+    r = d['sizes']['tiny']
+    assert set(r) == {'plain', 'packed'} and all(x['achieved_flops_per_s'] > 0 and x['bare_mm_flops_per_s'] > 0 for x in r.values())
+    assert sum(r['packed']['profile_s'].values()) > 0
+
 def test_bench_merge_quick(tmp_path):
     d = bench('bench_merge.py', tmp_path)
     assert d['summary']['targets']['outputs_identical'] is True
