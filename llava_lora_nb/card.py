@@ -7,6 +7,7 @@ from __future__ import annotations
 import json, re, yaml
 from pathlib import Path
 from .families import FAMILIES, family_of
+from .core import absolute_if_local
 from .output import RunSettings, output_kind
 
 # %% auto #0
@@ -98,7 +99,7 @@ def model_card(folder,        # a training output (adapter, projector) or a merg
     lines += ['## Training', '', '| setting | value |', '|---|---|'] + [f"| {_cell(k)} | {_cell(v)} |" for k, v in rows if v is not None] + ['']
     lines += ['## How to load', '', '```python']
     here = str(d.resolve().parent/name)   # absolute: the snippet works pasted anywhere on this machine
-    base_at = str(Path(base).expanduser().resolve()) if base and Path(base).expanduser().is_dir() else base
+    base_at = absolute_if_local(base) if base else base
     ask = ["messages = [{'role': 'user', 'content': [{'type': 'image', 'image': 'photo.jpg'}, {'type': 'text', 'text': 'What is shown?'}]}]",
            "print(pipe(text=messages, max_new_tokens=64, return_full_text=False)[0]['generated_text'])"]
     if kind in ('merged', 'full'):

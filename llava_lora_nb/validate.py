@@ -124,13 +124,12 @@ def served_answers(model_path,          # a merged (or fully finetuned) folder, 
                    model_base=None,     # an adapter's base (default: the recorded one)
                    allow_other_base:bool=False) -> list:
     "Greedy answers of transformers' `pipeline('image-text-to-text')` on `model_path` (`served_pipeline`) to the held-out questions, asked as plain chat messages (the folder's own chat template), in `evaluate`'s order."
-    from PIL import Image
     from llava_lora_nb.records import load_records, to_hf_messages
     records = load_records(data) if isinstance(data, (str, Path)) else data
     pipe = served_pipeline(model_path, model_base, allow_other_base)
     out = []
     for r, _, conv, _ in list(heldout_questions(records, turns))[:limit]:
-        im = Image.open(Path(image_folder)/r['image']).convert('RGB') if r.get('image') else None
+        im = _record_image(image_folder, r['image']) if r.get('image') else None   # the training path's checks and decoding
         msgs = to_hf_messages([{'id': r.get('id'), 'conversations': conv, **({'image': r['image']} if im else {})}])[0]['messages']
         msgs = [{**m, 'content': [{**c, 'image': im} if c['type'] == 'image' else c for c in m['content']]} for m in msgs]
         got = pipe(text=msgs, max_new_tokens=max_new_tokens, return_full_text=False, generate_kwargs={'do_sample': False})
