@@ -103,6 +103,7 @@ def served_pipeline(model_path,              # a merged (or fully finetuned) fol
     from safetensors import safe_open
     dev = 0 if torch.cuda.is_available() else -1
     d = Path(model_path)
+    if not d.is_dir(): raise OutputError(f"{d}: no such folder; pass a merged folder or a training output folder (or its checkpoint-N).")
     if output_kind(d) != 'lora': return transformers.pipeline('image-text-to-text', model=str(d), device=dev)
     settings = RunSettings.read(d)
     with safe_open(str(d/ADAPTER_WEIGHTS), 'pt') as f: has_projector = any(PROJECTOR_KEY.search(k) for k in f.keys())
