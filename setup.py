@@ -25,6 +25,7 @@ min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
 bench_requirements = shlex.split(cfg.get('bench_requirements', ''))   # bench/bench_packing.py only
+gguf_requirements = shlex.split(cfg.get('gguf_requirements', ''))     # llama.cpp itself, for the export's check
 
 setuptools.setup(
     name = cfg['lib_name'],
@@ -39,7 +40,7 @@ setuptools.setup(
     include_package_data = True,
     package_data = {cfg['lib_name']: ['configs/*.json']},
     install_requires = requirements,
-    extras_require={ 'dev': dev_requirements, 'bench': bench_requirements },
+    extras_require={ 'dev': dev_requirements, 'bench': bench_requirements, 'gguf': gguf_requirements },
     dependency_links = cfg.get('dep_links','').split(),
     python_requires  = '>=' + cfg['min_python'],
     long_description = open('README.md', encoding='utf-8').read(),

@@ -3,7 +3,7 @@ position, `--supervised_logits False`) and with logits at the supervised positio
 the default), at the mid size (a 384×4 Llama) with a realistic 32,000-token vocabulary and LLaVA-1.5's 576 image tokens
 per image (a small CLIP at 336 px, 14 px patches), on long-tail LLaVA records (mostly one round, a tail of multi-turn
 conversations up to ~1,500 text tokens, ~10% text-only) packed into rows of 2,048 tokens, and the same records padded
-in modality/length-grouped batches of 4.
+in modality/length-grouped batches of 4; each without and with gradient checkpointing (LLaVA's scripts train with it).
 
 Each run is a fresh process (peak RSS is per process, `VmHWM`); the two settings run interleaved, run by run. The
 training working set is the peak RSS minus the RSS once the model is loaded (the weights are the same for both).
@@ -35,7 +35,7 @@ def checkpoint(workdir, vocab:int, hidden:int=384, layers:int=4, image_size:int=
     return d
 
 def worker(flag, layout, ckpt, data, folder, steps, out):
-    "`steps` LoRA training steps with `--supervised_logits flag` on `layout` ('packed' or 'padded') rows; prints JSON."
+    "`steps` LoRA training steps with `--supervised_logits flag` on `layout` rows ('packed' or 'padded', '+checkpointing' for gradient checkpointing as in LLaVA's scripts); prints JSON."
     import torch, transformers
     from llava_lora_nb.loading import LoraSettings, load_for_training
     from llava_lora_nb.dataset import LazySupervisedDataset, data_collator
@@ -45,7 +45,8 @@ def worker(flag, layout, ckpt, data, folder, steps, out):
     torch.set_num_threads(1)
     settings = LoraSettings(lora_r=16, lora_alpha=32, lora_dropout=0.05)
     transformers.set_seed(0)
-    model, processor = load_for_training(str(ckpt), settings, torch_dtype=torch.float32)
+    ckpting = layout.endswith('+checkpointing'); layout = layout.removesuffix('+checkpointing')
+    model, processor = load_for_training(str(ckpt), settings, torch_dtype=torch.float32, gradient_checkpointing=ckpting)
     model.config.use_cache = False
     ds = LazySupervisedDataset(str(data), folder, processor, template='vicuna_v1', model_max_length=MAX_LEN, progress=False)
     if layout == 'packed': ds = PackedDataset(ds, max_length=MAX_LEN, seed=0, progress=False)
@@ -57,7 +58,8 @@ def worker(flag, layout, ckpt, data, folder, steps, out):
     args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=1 if layout == 'packed' else 4, max_steps=int(steps),
                              learning_rate=2e-4, logging_steps=1, save_strategy='no', report_to=[], use_cpu=True, seed=0,
                              disable_tqdm=True, remove_unused_columns=False, group_by_modality_length=True, model_max_length=MAX_LEN,
-                             supervised_logits=flag == 'True', dataloader_num_workers=0)
+                             supervised_logits=flag == 'True', dataloader_num_workers=0, gradient_checkpointing=ckpting,
+                             gradient_checkpointing_kwargs={'use_reentrant': False})
     tr = LLaVATrainer(model=model, args=args, train_dataset=ds, data_collator=data_collator(ds), callbacks=[Clock()],
                       llava_settings={'lora': settings.to_dict()})
     tr.train()
@@ -75,14 +77,15 @@ def summarize(r, skip=1):
 def plot(res, path):
     import matplotlib; matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.4))
     layouts = list(res['layouts'])
     for k, (flag, colour) in enumerate(((False, '#e76f51'), (True, '#2a9d8f'))):
         lab = 'logits at every position' if not flag else 'logits at supervised positions'
         a1.bar([i + k * 0.38 for i in range(len(layouts))], [res['layouts'][l][str(flag)]['working_set_mib'] for l in layouts], 0.38, color=colour, label=lab)
         a2.bar([i + k * 0.38 for i in range(len(layouts))], [res['layouts'][l][str(flag)]['step_s'] for l in layouts], 0.38, color=colour, label=lab)
     for a, t in ((a1, 'training working set (MiB, peak RSS − loaded)'), (a2, 'seconds per step')):
-        a.set_xticks([i + 0.19 for i in range(len(layouts))], layouts); a.set_title(t, fontsize=9)
+        a.set_xticks([i + 0.19 for i in range(len(layouts))], [l.replace('+checkpointing', '\n+ checkpointing') for l in layouts], fontsize=8)
+        a.set_title(t, fontsize=9)
     a1.legend(fontsize=7)
     fig.suptitle(f"mid size (384×4 Llama), {res['vocab']:,}-token vocabulary, rows up to {MAX_LEN} tokens", fontsize=9)
     fig.tight_layout(); fig.savefig(path, dpi=90)
@@ -92,6 +95,9 @@ def main(argv=None):
     p.add_argument('--quick', action='store_true'); p.add_argument('--runs', type=int, default=None)
     p.add_argument('--steps', type=int, default=None); p.add_argument('--vocab', type=int, default=None)
     p.add_argument('--workdir', default='/tmp/bench-memory'); p.add_argument('--json', default=None)
+    p.add_argument('--layouts', default=None,
+                   help="comma-separated: 'packed', 'padded', each with or without '+checkpointing' (gradient checkpointing, as LLaVA's scripts "
+                        "train); default all four ('packed,padded+checkpointing' with --quick)")
     p.add_argument('--worker', nargs=7, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker: return worker(*a.worker)
@@ -102,7 +108,8 @@ def main(argv=None):
     ckpt = checkpoint(work, vocab, hidden=128 if a.quick else 384, layers=2 if a.quick else 4,
                       image_size=32 if a.quick else 336, patch_size=8 if a.quick else 14)
     data = make_long_tail(work/'data', 48 if a.quick else 160, seed=0)
-    raw = {l: {f: [] for f in ('False', 'True')} for l in ('packed', 'padded')}
+    layouts = a.layouts or ('packed,padded+checkpointing' if a.quick else 'packed,padded,packed+checkpointing,padded+checkpointing')
+    raw = {l: {f: [] for f in ('False', 'True')} for l in layouts.split(',')}
     for i in range(runs):
         for layout in raw:
             for flag in ('False', 'True'):   # interleaved: load changes hit both settings alike

@@ -243,15 +243,19 @@ if d:
     out += ["## 4b. Memory: logits only at the supervised positions (`--supervised_logits`)", "", measured(d), "",
             f"Command: `python bench/bench_memory.py --runs {d['runs']}`. LoRA (r=16 + projector, float32, CPU, one thread) on a 384×4 Llama with a "
             f"{d['vocab']:,}-token vocabulary and a small CLIP at 336 px (576 image tokens per image, as LLaVA-1.5), {d['steps']} steps per run on the long-tail records of section 4: packed into rows of up to "
-            f"{d['max_len']} tokens (batch 1), and padded in modality/length-grouped batches of 4. Each run in a fresh process, the two settings "
-            "interleaved; working set = peak RSS − RSS once the model and data are loaded (the weights are the same for both); medians.", "",
+            f"{d['max_len']} tokens (batch 1), and padded in modality/length-grouped batches of 4; each without and with gradient checkpointing (as LLaVA's "
+            "scripts train). Each run in a fresh process, the two settings interleaved; working set = peak RSS − RSS once the model and data are loaded "
+            "(the weights are the same for both); medians.", "",
+            "The supervised path takes the hidden states the model hands to `lm_head` at the positions whose next token is supervised, and runs "
+            "`lm_head` and the float32 cross-entropy there in checkpointed chunks whose logits are no larger than the batch's hidden states, so "
+            "the vocabulary's share of the working set is one chunk's logits, their log-softmax and gradients (`nbs/06d_loss.ipynb`).", "",
             "| rows | logits | working set (MiB) | peak RSS (MiB) | s / step | working set vs standard | step time vs standard | max loss difference |",
             "|---|---|---|---|---|---|---|---|"]
     for layout, m in d['layouts'].items():
         for flag, name in (('False', 'every position (standard)'), ('True', '**supervised positions**')):
             x = m[flag]
             ratio = (f"{m['ratio_working_set']:.2f}×", f"{m['ratio_step_s']:.2f}×", f"{m['same_losses']:.1g}") if flag == 'True' else ('', '', '')
-            out.append(f"| {layout} ({100 * x['supervised_share']:.0f}% of positions supervised) | {name} | {x['working_set_mib']:.0f} | {x['peak_rss_mib']:.0f} | {x['step_s']:.2f} | {' | '.join(ratio)} |")
+            out.append(f"| {layout.replace('+checkpointing', ', gradient checkpointing')} ({100 * x['supervised_share']:.0f}% of positions supervised) | {name} | {x['working_set_mib']:.0f} | {x['peak_rss_mib']:.0f} | {x['step_s']:.2f} | {' | '.join(ratio)} |")
     ws = ', '.join(f"{l} {m['ratio_working_set']:.2f}×" for l, m in d['layouts'].items())
     met = all(m['ratio_working_set'] <= 0.6 and m['ratio_step_s'] <= 1 for m in d['layouts'].values())
     out += ["", f"- **Goal ≤ 0.6× peak memory at equal or better step time: {'met' if met else 'not met'}**: working set {ws}, step time "
@@ -309,6 +313,32 @@ out += ["", "What `bench_gpu.py` measures: the 7B-shaped LLaVA (`llava15_config(
         "quant base), gradient checkpointing; seconds/step, tokens/s, peak `torch.cuda.max_memory_allocated`, FLOPs/token",
         "(6·N_LM + 12·L·H·S + vision forward) and MFU against the card's bf16 dense peak; `lora_packed`: the same rows holding two",
         "1,024-token records each, as `--packing True` lays them out (flash-attention varlen if installed).", ""]
+exports = [(n, load(n)) for n in ('export', 'export_cls_first') if load(n)]
+if exports:
+    out += ["## 6. Export: llama.cpp against the merged model", "", measured(exports[0][1]), "",
+            "Command: `python bench/bench_export.py` (needs llama-cpp-python, the `[gguf]` extra). The tiny LLaVA-1.5 finetuned by `make demo`'s "
+            "recipe, merged, exported by `llava_lora_export` at each type and asked its held-out questions in llama.cpp as chat messages "
+            "(the image as an `image_url` part, the prompt from the chat template inside the GGUF); compared with transformers' pipeline on the "
+            "merged folder. *Image features*: llama.cpp's projected image tokens against the merged model's for one image at f32.", "",
+            "| llama.cpp build | type | language model | export (s) | same answers as the merged model | llama.cpp exact match | image features, max difference | text logits, max difference (f32) |",
+            "|---|---|---|---|---|---|---|---|"]
+    for n, d in exports:
+        build = f"llama-cpp-python {d['llama_cpp_python']}" + (", CLS first (one-line fix)" if n == 'export_cls_first' else " as released")
+        for t, r in d['types'].items():
+            img, lg = (f"{d['image_features_max_diff_f32']:.2g}", f"{d['text_logits_max_diff_f32']:.2g}") if t == 'f32' else ('', '')
+            out.append(f"| {build} | {t} | {r['bytes']['language_model'] / 2**20:.1f} MiB | {r['export_s']:.1f} | **{r['same_answers']}/{d['questions']}** | "
+                       f"{100 * r['llama_cpp_accuracy']:.1f}% | {img} | {lg} |")
+    d0 = exports[0][1]
+    out += ["", f"- The merged model answers {100 * d0['merged_accuracy']:.1f}% of the held-out questions right (the pipeline). Text alone, llama.cpp's "
+            f"logits at f32 are within {d0['text_logits_max_diff_f32']:.2g} of the merged model's (largest logit {d0['text_logits_max_abs']:.3g}), and "
+            "its tokens from the GGUF's chat template are the training prompt's ids (`nbs/09b_gguf_layout.ipynb`).",
+            "- Released llama.cpp builds put CLIP's CLS token *after* the image patches in their LLaVA graph (`tools/mtmd/models/llava.cpp`: "
+            "`ggml_concat(ctx0, inp, model.class_embedding, 1)`) while the position embeddings and the patch selection assume it first, as "
+            "CLIP has it: every patch gets its neighbour's position and the CLS output is fed to the language model as the last image token. "
+            "No exported weight can undo that. With the one-line fix (`ggml_concat(ctx0, model.class_embedding, inp, 1)`, rebuilt from "
+            "llama-cpp-python's source distribution) llama.cpp's image features match the merged model's and it answers as the merged model.",
+            "- q8_0 runs with llama.cpp's CPU weight repacking off (`--no-repack`): on this CPU, repacking crashes llama.cpp on any q8_0 matrix "
+            "of the tiny model, llama.cpp's own quantized file included (whose q8_0 tensors are byte-identical to ours).", ""]
 text = '\n'.join(out) + '\n'
 if '--check' in sys.argv:   # used by tests/test_bench.py: the committed page must be what the committed results give
     if (B/'README.md').read_text() != text: sys.exit("bench/README.md is out of date with bench/results/*.json: run python bench/make_readme.py")

@@ -14,5 +14,7 @@ if python -c 'import trl' 2>/dev/null; then python bench/bench_packing.py
 else echo "bench_packing.py: TRL not installed (pip install -e '.[bench]'): without TRL's SFTTrainer"; python bench/bench_packing.py --methods padded,grouped,packed; fi
 python bench/bench_memory.py
 python bench/bench_roofline.py
+if python -c 'import llama_cpp' 2>/dev/null; then python bench/bench_export.py
+else echo "bench_export.py skipped: llama-cpp-python not installed (pip install -e '.[gguf]')"; fi
 if python -c 'import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)'; then python bench/bench_gpu.py
 else echo "bench_gpu.py skipped: no CUDA GPU"; fi

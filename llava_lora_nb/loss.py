@@ -18,20 +18,38 @@ def supervised_positions(labels:torch.Tensor) -> tuple:
     keep = (shifted != -100).any(0).nonzero().squeeze(-1)
     return keep, shifted[:, keep]
 
-def _chunk_ce(logits, targets): return F.cross_entropy(logits.float(), targets, ignore_index=-100, reduction='sum')
+def _unwrap(model):
+    "The model inside DeepSpeed's engine or DistributedDataParallel (their `.module`)."
+    while isinstance(getattr(model, 'module', None), torch.nn.Module): model = model.module
+    return model
 
-def supervised_logits_loss(model,                       # a LLaVA model (PEFT-wrapped, quantized or under DeepSpeed)
+def _chunk_ce(logits, targets): return F.cross_entropy(logits.float(), targets, ignore_index=-100, reduction='sum')
+def _chunk_loss(hidden, targets, head): return _chunk_ce(head(hidden), targets)
+
+def supervised_logits_loss(model,                       # a LLaVA model (PEFT-wrapped, quantized, under DeepSpeed or DDP)
                            inputs:dict,                 # a training batch with `labels`
                            num_items_in_batch=None,     # the `Trainer`'s count of supervised tokens (None: mean over this batch)
-                           chunk:int=1024):             # positions per float32 cross-entropy chunk
-    "The causal-LM loss computed from the logits at the supervised positions only: `(loss, model outputs)`."
+                           chunk:int|None=None):        # positions per chunk (default: a chunk's logits as large as the batch's hidden states)
+    "The causal-LM loss from `lm_head` and the cross-entropy at the supervised positions only, chunk by chunk: `(loss, model outputs)`."
     keep, targets = supervised_positions(inputs['labels'])
-    out = model(**{k: v for k, v in inputs.items() if k != 'labels'}, logits_to_keep=keep.to(inputs['labels'].device))
-    logits = out.logits.reshape(-1, out.logits.shape[-1])
-    targets = targets.reshape(-1).to(logits.device)
-    total = logits.sum() * 0   # a zero that keeps the graph when nothing is supervised
-    for i in range(0, len(targets), chunk):
-        l, t = logits[i:i + chunk], targets[i:i + chunk]
-        total = total + (checkpoint(_chunk_ce, l, t, use_reentrant=False) if torch.is_grad_enabled() and l.requires_grad else _chunk_ce(l, t))
+    inner = _unwrap(model); head, seen = inner.get_output_embeddings(), {}
+    zero3 = hasattr(getattr(head, 'weight', None), 'ds_id')   # ZeRO-3 partitions lm_head: only the model's own forward gathers it
+    def take(module, args):   # lm_head's input is the hidden states at `keep`: ours; lm_head itself runs on no position
+        if 'h' in seen: return None
+        seen['h'] = args[0]
+        return (args[0][..., :0, :],)
+    hook = None if zero3 else head.register_forward_pre_hook(take)
+    try: out = model(**{k: v for k, v in inputs.items() if k != 'labels'}, logits_to_keep=keep.to(inputs['labels'].device))
+    finally:
+        if hook is not None: hook.remove()
+    x_all = out.logits if zero3 else seen['h']   # ZeRO-3: the model's logits at `keep`; else the hidden states there
+    x_all, fn, extra = x_all.reshape(-1, x_all.shape[-1]), (_chunk_ce if zero3 else _chunk_loss), (() if zero3 else (head,))
+    targets = targets.reshape(-1).to(x_all.device)
+    tc = inner.config.get_text_config()   # Liger's rule: a chunk's logits no larger than the batch's hidden states
+    chunk = chunk or max(16, -(-inputs['input_ids'].numel() * tc.hidden_size // tc.vocab_size))
+    total = x_all.sum() * 0   # a zero that keeps the graph when nothing is supervised
+    for i in range(0, len(targets), chunk):   # one chunk's logits, their log-softmax and gradients exist at a time
+        x, t = x_all[i:i + chunk], targets[i:i + chunk]
+        total = total + (checkpoint(fn, x, t, *extra, use_reentrant=False) if torch.is_grad_enabled() and x.requires_grad else fn(x, t, *extra))
     n = num_items_in_batch if num_items_in_batch is not None else (targets != -100).sum()
     return total / (n.to(total.device) if torch.is_tensor(n) else n), out

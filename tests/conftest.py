@@ -12,6 +12,7 @@ BIN = Path(sys.executable).parent
 def pytest_configure(config):
     config.addinivalue_line('markers', 'e2e: an end-to-end test (trains, merges or runs console scripts on the tiny models); '
                                        '`make test-fast` leaves these out')
+    config.addinivalue_line('markers', 'slow: needs what CI does not install (llama-cpp-python) or minutes; skipped there')
 
 # the files whose tests take longest go first, so that two workers finish together instead of one waiting on the other's
 # last long test (figures from `make test`'s report: tools/test_report.py)
