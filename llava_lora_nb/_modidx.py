@@ -222,6 +222,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/llava_lora_nb', 'doc_host'
                                                                                   'llava_lora_nb/export.py'),
                                       'llava_lora_nb.export._quiet': ('export.html#_quiet', 'llava_lora_nb/export.py'),
                                       'llava_lora_nb.export._write_pair': ('export.html#_write_pair', 'llava_lora_nb/export.py'),
+                                      'llava_lora_nb.export.describe_checks': ('export.html#describe_checks', 'llava_lora_nb/export.py'),
                                       'llava_lora_nb.export.encode': ('export.html#encode', 'llava_lora_nb/export.py'),
                                       'llava_lora_nb.export.export_cli': ('export.html#export_cli', 'llava_lora_nb/export.py'),
                                       'llava_lora_nb.export.export_gguf': ('export.html#export_gguf', 'llava_lora_nb/export.py'),

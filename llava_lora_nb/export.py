@@ -18,8 +18,8 @@ from .gguf_layout import (GGUF_TYPES, ExportError, Tensor, export_plan, lm_metad
 
 # %% auto #0
 __all__ = ['LM_KEYS', 'MMPROJ_KEYS', 'EXPORT_JSON', 'encode', 'write_gguf', 'read_back', 'field_value', 'modelfile',
-           'export_readme', 'ExportReport', 'export_gguf', 'verify_export', 'export_parser', 'export_cli',
-           'llama_cpp_model', 'llama_cpp_answers', 'llama_cpp_logits']
+           'export_readme', 'describe_checks', 'ExportReport', 'export_gguf', 'verify_export', 'export_parser',
+           'export_cli', 'llama_cpp_model', 'llama_cpp_answers', 'llama_cpp_logits']
 
 # %% ../nbs/09c_export.ipynb #1ddd246b
 class _Source:
@@ -171,14 +171,22 @@ ollama run {name.lower()} "What is in the picture? ./photo.jpg"
 # %% ../nbs/09c_export.ipynb #415f2f71
 EXPORT_JSON = 'llava_lora_export.json'
 
+def describe_checks(checks:dict) -> str:
+    "One line on a read-back: how many tensors, which types are bit-exact, and q8_0's largest error in quantization steps."
+    err, n = {}, sum(r['tensors'] for r in checks.values())
+    for r in checks.values():
+        for k, v in r['max_error'].items(): err[k] = max(err.get(k, 0.0), v)
+    exact = [k for k, v in err.items() if k != 'q8_0' and v == 0]
+    how = ([f"{'/'.join(exact)} bit-exact"] if exact else []) + ([f"q8_0 within {err['q8_0']:.2f} of a step"] if 'q8_0' in err else [])
+    return f"{n} tensors equal to the weights they came from ({', '.join(how)})"
+
 @dataclass
 class ExportReport:
     "What `export_gguf` wrote and how the read-back went."
     out:str; files:dict; type:str; template:str|None; checks:dict; seconds:float
     def __repr__(self):
-        sizes = ', '.join(f"{k} {v['bytes'] / 2**20:.1f} MiB" for k, v in self.files.items())
-        err = {k: v for r in self.checks.values() for k, v in r['max_error'].items()}
-        return f"wrote {self.out}: {sizes}; read back, every tensor equal to the merged weights (largest difference by type: {err}) in {self.seconds:.1f} s"
+        sizes = ', '.join(f"{v['file']} {v['bytes'] / 2**20:.1f} MiB" for v in self.files.values())
+        return f"wrote {self.out} ({sizes}); read back: {describe_checks(self.checks)}; {self.seconds:.1f} s"
 
 def _check_request(model_path, out, model_base, ftype, overwrite):
     if ftype not in GGUF_TYPES: raise ExportError(f"--type {ftype!r} is not one of {list(GGUF_TYPES)}")
@@ -268,7 +276,7 @@ def _export_main(argv):
     a = export_parser().parse_args(argv)
     if a.verify:
         rep = verify_export(a.out)
-        print(f"llava_lora_export: {a.out} verified: " + '; '.join(f"{r['file']}: {r['tensors']} tensors equal (largest difference {r['max_error']})" for r in rep.values()))
+        print(f"llava_lora_export: {a.out} verified: {describe_checks(rep)}")
         return
     if not a.model_path: raise ExportError("--model_path is required (or --verify with an existing --out)")
     print(f"llava_lora_export: {export_gguf(a.model_path, a.out, a.model_base, a.type, a.name, a.overwrite)}")
