@@ -46,6 +46,7 @@ def load_records(path):  # a `.json` file holding a list of records, or a `.json
 # %% ../nbs/01_records.ipynb #fea12bbc
 def resolve_image_path(image_folder, image:str):  # folder the data's image paths are relative to; a record's `image`
     "The file a record's `image` names, refusing absolute paths and paths that escape `image_folder`."
+    if isinstance(image, list): raise DataError(f"a list of {len(image)} images: one image per record for now (LLaVA-1.5 and NeXT as trained here); give one path")
     if not isinstance(image, str) or not image.strip(): raise DataError(f"image must be a non-empty relative path, got {image!r}")
     if PurePosixPath(image).is_absolute() or PureWindowsPath(image).is_absolute() or PureWindowsPath(image).drive:
         raise DataError(f"image path {image!r} is absolute: give it relative to --image_folder")
@@ -111,6 +112,7 @@ def record_problems(i:int,                # the record's position in the file
     elif not isinstance(rid, (str, int)): yield P('id', f"must be a string or an integer, found a {type(rid).__name__}")
     elif rid in seen: yield P('id', f"duplicate id, also used by record {seen[rid]}: ids must be unique")
     else: seen[rid] = i
+    if 'video' in r: yield P('video', "video records are not supported (LLaVA-1.5 and NeXT train on images): drop the record, or give it a frame as its 'image'")
     convs, has_image = r.get('conversations'), 'image' in r
     if 'conversations' not in r: yield P('conversations', "missing: add a list of {'from': 'human'|'gpt', 'value': ...} turns")
     elif not isinstance(convs, list): yield P('conversations', f"must be a list of turns, found a {type(convs).__name__}")
