@@ -317,7 +317,7 @@ def _llama_cpp_repack(on:bool):
 def llama_cpp_model(out,                     # an export folder (llava_lora_export)
                     n_ctx:int=2048,          # context length
                     logits_all:bool=False,   # keep every position's logits (`llama_cpp_logits`)
-                    repack:bool|None=None):  # llama.cpp's CPU weight repacking (default: off for q8_0, which it crashes on at the tiny sizes)
+                    repack:bool|None=None):  # llama.cpp's CPU weight repacking (default: off for q8_0, whose repacked path crashed on our AMX CPU)
     "The export in `out` loaded in llama.cpp (llama-cpp-python, the `[gguf]` extra): the language model with the mmproj as its image handler, prompting with the chat template inside the GGUF (the training one)."
     try:
         from llama_cpp import Llama
