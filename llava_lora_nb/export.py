@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
-from .core import ArgumentParser, run_cli, staged_folder, path_relation, progress as _progress
+from .core import ArgumentParser, run_cli, staged_folder, folder_lock, path_relation, progress as _progress
 from .output import output_kind
 from .prompts import get_template
 from .generation import MAX_NEW_TOKENS
@@ -73,7 +73,11 @@ MMPROJ_KEYS = ['general.architecture', 'clip.projector_type', 'clip.has_vision_e
 def read_back(path, tensors:list, keys:list) -> dict:
     "Read a written GGUF file back (`gguf.GGUFReader`) and compare it with its source: every tensor of `tensors` present and equal to the weight it came from (bit-exact for f32 and f16, within half a q8_0 step for q8_0), no other tensor, every key of `keys` present. Raises `ExportError` naming the first difference."
     import gguf
-    r, src, Q = gguf.GGUFReader(str(path)), _Source(), gguf.GGMLQuantizationType
+    name, Q = Path(path).name, gguf.GGMLQuantizationType
+    if not Path(path).is_file(): raise ExportError(f"{path} is missing: export again (--overwrite)")
+    try: r = gguf.GGUFReader(str(path))
+    except Exception as e: raise ExportError(f"{path} is not a readable GGUF file ({e}): export again (--overwrite)") from None
+    src = _Source()
     missing = [k for k in keys if k not in r.fields]
     if missing: raise ExportError(f"{Path(path).name}: metadata keys missing after writing: {missing}")
     got = {t.name: t for t in r.tensors}
@@ -83,6 +87,7 @@ def read_back(path, tensors:list, keys:list) -> dict:
         for x in tensors:
             if x.name not in got: raise ExportError(f"{Path(path).name}: tensor {x.name} ({x.key}) is missing")
             t, a = got[x.name], src(x)
+            if int(np.prod(t.shape)) != a.size: raise ExportError(f"{name}: tensor {x.name} has {int(np.prod(t.shape))} values, its source {x.key} {a.size}: export again (--overwrite)")
             if t.tensor_type == Q.Q8_0:
                 d = gguf.quants.dequantize(np.asarray(t.data), Q.Q8_0).reshape(a.shape)
                 blocks = np.abs(a.reshape(-1, 32)).max(1)    # a q8_0 block's step is its largest |value| / 127
@@ -92,7 +97,7 @@ def read_back(path, tensors:list, keys:list) -> dict:
                 want = a.astype(np.float16 if t.tensor_type == Q.F16 else np.float32)
                 d = np.asarray(t.data).reshape(a.shape); err = float(np.max(np.abs(d.astype(np.float64) - want.astype(np.float64)), initial=0.0))
                 ok = t.tensor_type in (Q.F16, Q.F32) and np.array_equal(d, want)
-            if not ok: raise ExportError(f"{Path(path).name}: tensor {x.name} differs from {x.key} after writing (error {err:.3g})")
+            if not ok: raise ExportError(f"{name}: tensor {x.name} differs from {x.key}, the weight it came from (error {err:.3g}): export again (--overwrite)")
             kind = t.tensor_type.name.lower(); worst[kind] = max(worst.get(kind, 0.0), err)
     finally: src.close()
     return {'file': Path(path).name, 'tensors': len(tensors), 'keys': len(r.fields), 'max_error': worst}
@@ -114,51 +119,52 @@ def modelfile(lm_file:str, mmproj_file:str, template:str|None, stops:list) -> st
     lines += [f'PARAMETER stop "{s}"' for s in stops] + ['PARAMETER temperature 0']
     return '\n'.join(lines) + '\n'
 
-def export_readme(name:str, lm_file:str, mmproj_file:str, source:str, template:str|None, report:dict) -> str:
+def export_readme(name:str, lm_file:str, mmproj_file:str, source:str, template:str|None, checks:dict, ftype:str='f16') -> str:
     "The README of an export folder: what the files are, how they were checked, and how to run them with llama.cpp, llama-cpp-python and Ollama."
-    chk = ', '.join(f"{r['file']}: {r['tensors']} tensors" for r in report.values())
+    q8 = ("\nOn a CPU where llama.cpp crashes loading a q8_0 file (seen on a Xeon with AMX), turn its weight repacking off: "
+          "`--no-repack` for the llama.cpp tools.\n") if ftype == 'q8_0' else ''
     return f"""# {name} for llama.cpp and Ollama
 
 Exported by `llava_lora_export` from `{source}`{f" (trained with the `{template}` template)" if template else ''}.
 
 | file | what |
 |---|---|
-| `{lm_file}` | the language model, its tokenizer and the chat template it was trained with |
+| `{lm_file}` | the language model ({ftype}), its tokenizer and the chat template it was trained with |
 | `{mmproj_file}` | the CLIP vision tower and the trained projector (llama.cpp's `mmproj`) |
 | `Modelfile` | Ollama's recipe for the pair |
 
-Checked when written: both files read back, every tensor equal to the merged weight it came from ({chk}).
+Checked when written: both files read back, {describe_checks(checks)}.
 `llava_lora_export --verify --out THIS_FOLDER` checks again.
 
 ## llama.cpp
 
 ```bash
-llama-mtmd-cli -m {lm_file} --mmproj {mmproj_file} --image photo.jpg -p "What is in the picture?" --temp 0
+llama-mtmd-cli -m {lm_file} --mmproj {mmproj_file} --jinja --image photo.jpg -p "What is in the picture?" --temp 0
 llama-server -m {lm_file} --mmproj {mmproj_file} --jinja --temp 0   # OpenAI-style API on port 8080
 ```
-`--jinja` makes llama-server prompt with the chat template inside `{lm_file}` (the training one).
-
+`--jinja` makes llama.cpp prompt with the chat template inside `{lm_file}`, the one the model was trained with.
+{q8}
 ## llama-cpp-python
 
 ```python
 from llama_cpp import Llama
 from llama_cpp.llama_chat_format import Llava15ChatHandler
-import gguf
-class Trained(Llava15ChatHandler):   # the training template, read from the file
-    CHAT_FORMAT = gguf.GGUFReader('{lm_file}').fields['tokenizer.chat_template'].contents()
-    DEFAULT_SYSTEM_MESSAGE = None
-llm = Llama('{lm_file}', chat_handler=Trained(clip_model_path='{mmproj_file}', verbose=False), n_ctx=4096, verbose=False)
-llm.create_chat_completion(messages=[{{'role': 'user', 'content': [
+handler = Llava15ChatHandler(clip_model_path='{mmproj_file}', verbose=False)
+llm = Llama('{lm_file}', chat_handler=handler, n_ctx=0, verbose=False)   # n_ctx=0: the model's own context length
+handler.CHAT_FORMAT = llm.metadata['tokenizer.chat_template']   # the training template, read from the file
+handler.DEFAULT_SYSTEM_MESSAGE = None                           # the template has its own
+out = llm.create_chat_completion(messages=[{{'role': 'user', 'content': [
     {{'type': 'image_url', 'image_url': 'file:///abs/path/photo.jpg'}}, {{'type': 'text', 'text': 'What is in the picture?'}}]}}], temperature=0)
+print(out['choices'][0]['message']['content'].strip())
 ```
 
 ## How closely llama.cpp follows the merged model
 
-Text alone, llama.cpp's f32 logits are the merged model's to within ~0.005 (logits of about 10), and the chat
-template above tokenizes to the training prompt's ids. Images differ slightly: llama.cpp's LLaVA graph (`tools/mtmd/models/llava.cpp`, released builds
-as of 2026) appends CLIP's CLS token after the patches while its position embeddings assume it first, so it does not
-compute the image features the model was trained on. On the tiny demo model that changes 3 of 60 answers; with the
-one-line fix (`ggml_concat(ctx0, model.class_embedding, inp, 1)`) llama.cpp answers as the merged model on 60/60.
+Text alone, llama.cpp computes the merged model's logits up to float rounding, and the chat template above tokenizes
+to the training prompt's ids. Images differ slightly: llama.cpp's LLaVA graph (`tools/mtmd/models/llava.cpp`, released
+builds as of 2026) appends CLIP's CLS token after the patches while its position embeddings assume it first, so the
+image features are not quite the ones the model was trained on. On llava_lora_nb's tiny demo model that changed 3 of
+60 answers; with the one-line fix `ggml_concat(ctx0, model.class_embedding, inp, 1)` there, none.
 
 ## Ollama
 
@@ -178,7 +184,7 @@ def describe_checks(checks:dict) -> str:
         for k, v in r['max_error'].items(): err[k] = max(err.get(k, 0.0), v)
     exact = [k for k, v in err.items() if k != 'q8_0' and v == 0]
     how = ([f"{'/'.join(exact)} bit-exact"] if exact else []) + ([f"q8_0 within {err['q8_0']:.2f} of a step"] if 'q8_0' in err else [])
-    return f"{n} tensors equal to the weights they came from ({', '.join(how)})"
+    return f"{n} tensors match the weights they came from ({', '.join(how)})"
 
 @dataclass
 class ExportReport:
@@ -189,19 +195,25 @@ class ExportReport:
         return f"wrote {self.out} ({sizes}); read back: {describe_checks(self.checks)}; {self.seconds:.1f} s"
 
 def _check_request(model_path, out, model_base, ftype, overwrite):
-    if ftype not in GGUF_TYPES: raise ExportError(f"--type {ftype!r} is not one of {list(GGUF_TYPES)}")
+    if ftype not in GGUF_TYPES: raise ExportError(f"--type {ftype!r} is not one of {', '.join(GGUF_TYPES)}: for other quantizations run llama.cpp's llama-quantize on the f16 file")
     src = Path(model_path).expanduser()
     if not src.exists(): raise ExportError(f"--model_path {src} does not exist")
     kind = output_kind(src)
     if kind == 'lora':
         if not model_base: raise ExportError(f"{src} is a LoRA adapter: pass --model_base (the checkpoint it was trained on) to merge it on the way, or merge it first with llava_lora_merge")
         if not Path(model_base).expanduser().exists(): raise ExportError(f"--model_base {model_base} does not exist")
+        if output_kind(model_base) != 'full': raise ExportError(f"--model_base {model_base} is not a model checkpoint (config.json and weights): pass the base the adapter was trained on")
         check_exportable(_config(model_base), model_base)
-    elif kind == 'full': check_exportable(_config(src), src)
+    elif kind == 'full':
+        if model_base: raise ExportError(f"--model_base is for an adapter, and {src} is a merged model: leave --model_base out")
+        check_exportable(_config(src), src)
     else: raise ExportError(f"{src} is neither a merged model (config.json and model*.safetensors) nor a LoRA adapter (adapter_config.json)")
     for inp in [src] + ([Path(model_base)] if kind == 'lora' else []):
         if (rel := path_relation(out, inp)): raise ExportError(f"--out {out} {rel} the input {inp}: write the export to another folder")
-    if Path(out).exists() and not overwrite: raise ExportError(f"--out {out} already exists: pass --overwrite to replace it, or choose another folder")
+    if Path(out).exists():
+        if not overwrite: raise ExportError(f"--out {out} already exists: pass --overwrite to replace it, or choose another folder")
+        if not (Path(out)/EXPORT_JSON).exists() and any(Path(out).iterdir()):
+            raise ExportError(f"--out {out} holds files that are not an export of llava_lora_export: --overwrite replaces only an earlier export; choose another folder")
     return src, kind
 
 def _write_pair(folder, dest:Path, name:str, ftype:str, show:bool) -> tuple[dict, dict]:
@@ -221,11 +233,11 @@ def export_gguf(model_path,                # a merged LLaVA-1.5 folder (llava_lo
                 overwrite:bool=False,      # replace an existing `out`
                 progress:bool=True):       # progress bars
     "Write a finetuned LLaVA-1.5 as llama.cpp's pair of GGUF files (language model + `mmproj`) with its training chat template, an Ollama Modelfile and a README, then read both files back and check every tensor against the weights it came from; `out` appears only when all of that succeeded."
-    t0 = time.time()
+    t0, out, type = time.time(), Path(out).expanduser(), str(type).lower()
     src, kind = _check_request(model_path, out, model_base, type, overwrite)
     name = re.sub(r'[^A-Za-z0-9._-]+', '-', name or src.resolve().name).strip('-.') or 'llava'
-    out = Path(out)
-    with staged_folder(out) as tmp:
+    need = sum(f.stat().st_size for f in Path(model_base if kind == 'lora' else src).glob('*.safetensors')) * (2 if kind == 'lora' else 1)
+    with folder_lock(out, 'llava_lora_export'), staged_folder(out, need_bytes=need) as tmp:   # one writer; the disk checked first
         folder = src
         if kind == 'lora':   # merged into a hidden folder inside the stage: gone with it, whatever happens
             from llava_lora_nb.merge import merge_lora
@@ -237,7 +249,8 @@ def export_gguf(model_path,                # a merged LLaVA-1.5 folder (llava_lo
         stops = [s.get('content') if isinstance(s, dict) else s for s in stops]
         if version and (sep2 := get_template(version).sep2) and sep2.strip() and sep2.strip() not in stops: stops.append(sep2.strip())
         (tmp/'Modelfile').write_text(modelfile(files['language_model'], files['mmproj'], version, stops))
-        (tmp/'README.md').write_text(export_readme(name, files['language_model'], files['mmproj'], str(src.resolve()), version, checks))
+        source = str(src.resolve()) + (f" merged onto {Path(model_base).resolve()}" if kind == 'lora' else '')
+        (tmp/'README.md').write_text(export_readme(name, files['language_model'], files['mmproj'], source, version, checks, type))
         info = {k: {'file': f, 'bytes': (tmp/f).stat().st_size} for k, f in files.items()}
         (tmp/EXPORT_JSON).write_text(json.dumps({'source': str(src.resolve()), 'model_base': str(Path(model_base).resolve()) if kind == 'lora' else None,
                                                  'type': type, 'name': name, 'template': version, 'files': info, 'checks': checks}, indent=2))
@@ -246,9 +259,11 @@ def export_gguf(model_path,                # a merged LLaVA-1.5 folder (llava_lo
 
 def verify_export(out) -> dict:
     "Check an existing export again: both files read back against the weights named in its `llava_lora_export.json` (an adapter is merged again, in a temporary folder)."
-    out = Path(out); f = out/EXPORT_JSON
+    out = Path(out).expanduser(); f = out/EXPORT_JSON
+    if not out.exists(): raise ExportError(f"--out {out} does not exist")
     if not f.exists(): raise ExportError(f"{out} is not an export of llava_lora_export (no {EXPORT_JSON})")
-    e = json.loads(f.read_text()); src = Path(e['source'])
+    try: e = json.loads(f.read_text()); src = Path(e['source'])
+    except (ValueError, KeyError) as x: raise ExportError(f"{f} is damaged ({x}): export again (--overwrite)") from None
     if not src.exists(): raise ExportError(f"{out}: its source {src} no longer exists, so there is nothing to compare with")
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f'.{out.name}.verify-') as d:
         folder = src
@@ -262,7 +277,9 @@ def verify_export(out) -> dict:
 # %% ../nbs/09c_export.ipynb #5219f214
 def export_parser() -> ArgumentParser:
     "The flags of `llava_lora_export`."
-    p = ArgumentParser(prog='llava_lora_export', description=export_gguf.__doc__)
+    p = ArgumentParser(prog='llava_lora_export', description="Write a finetuned LLaVA-1.5 as llama.cpp's two GGUF files (language model + mmproj) with "
+                       "its training chat template, an Ollama Modelfile and a README, read both back and check every tensor against the weights "
+                       "it came from; --out appears only when all of that succeeded.")
     p.add_argument('--model_path', help='merged folder (llava_lora_merge), or a LoRA training output with --model_base')
     p.add_argument('--model_base', default=None, help='the base checkpoint of a LoRA adapter (merged on the way)')
     p.add_argument('--out', required=True, help='export folder to create: <name>-<type>.gguf, mmproj-<name>-f16.gguf, Modelfile, README.md')
@@ -275,6 +292,8 @@ def export_parser() -> ArgumentParser:
 def _export_main(argv):
     a = export_parser().parse_args(argv)
     if a.verify:
+        given = [f for f, v in (('--model_path', a.model_path), ('--model_base', a.model_base), ('--name', a.name)) if v] + (['--type'] if a.type != 'f16' else [])
+        if given: raise ExportError(f"--verify checks the export in --out against the source it records; it takes no {', '.join(given)}")
         rep = verify_export(a.out)
         print(f"llava_lora_export: {a.out} verified: {describe_checks(rep)}")
         return
