@@ -46,7 +46,7 @@ def load_records(path):  # a `.json` file holding a list of records, or a `.json
 # %% ../nbs/01_records.ipynb #fea12bbc
 def resolve_image_path(image_folder, image:str):  # folder the data's image paths are relative to; a record's `image`
     "The file a record's `image` names, refusing absolute paths and paths that escape `image_folder`."
-    if isinstance(image, list): raise DataError(f"a list of {len(image)} images: one image per record for now (LLaVA-1.5 and NeXT as trained here); give one path")
+    if isinstance(image, list): raise DataError(f"a list of {len(image)} image{'s' * (len(image) != 1)}: one image per record for now (LLaVA-1.5 and NeXT as trained here); give one path")
     if not isinstance(image, str) or not image.strip(): raise DataError(f"image must be a non-empty relative path, got {image!r}")
     if PurePosixPath(image).is_absolute() or PureWindowsPath(image).is_absolute() or PureWindowsPath(image).drive:
         raise DataError(f"image path {image!r} is absolute: give it relative to --image_folder")
