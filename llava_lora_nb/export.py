@@ -79,13 +79,13 @@ def read_back(path, tensors:list, keys:list) -> dict:
     except Exception as e: raise ExportError(f"{path} is not a readable GGUF file ({e}): export again (--overwrite)") from None
     src = _Source()
     missing = [k for k in keys if k not in r.fields]
-    if missing: raise ExportError(f"{Path(path).name}: metadata keys missing after writing: {missing}")
+    if missing: raise ExportError(f"{name}: metadata keys missing after writing: {missing}")
     got = {t.name: t for t in r.tensors}
-    if (extra := sorted(set(got) - {x.name for x in tensors})): raise ExportError(f"{Path(path).name}: unexpected tensors {extra[:5]}")
+    if (extra := sorted(set(got) - {x.name for x in tensors})): raise ExportError(f"{name}: unexpected tensors {extra[:5]}")
     worst = {}
     try:
         for x in tensors:
-            if x.name not in got: raise ExportError(f"{Path(path).name}: tensor {x.name} ({x.key}) is missing")
+            if x.name not in got: raise ExportError(f"{name}: tensor {x.name} ({x.key}) is missing")
             t, a = got[x.name], src(x)
             if int(np.prod(t.shape)) != a.size: raise ExportError(f"{name}: tensor {x.name} has {int(np.prod(t.shape))} values, its source {x.key} {a.size}: export again (--overwrite)")
             if t.tensor_type == Q.Q8_0:
@@ -100,7 +100,7 @@ def read_back(path, tensors:list, keys:list) -> dict:
             if not ok: raise ExportError(f"{name}: tensor {x.name} differs from {x.key}, the weight it came from (error {err:.3g}): export again (--overwrite)")
             kind = t.tensor_type.name.lower(); worst[kind] = max(worst.get(kind, 0.0), err)
     finally: src.close()
-    return {'file': Path(path).name, 'tensors': len(tensors), 'keys': len(r.fields), 'max_error': worst}
+    return {'file': name, 'tensors': len(tensors), 'keys': len(r.fields), 'max_error': worst}
 
 def field_value(path, key:str):
     "One metadata value of a GGUF file (a string, number or list)."
@@ -257,13 +257,18 @@ def export_gguf(model_path,                # a merged LLaVA-1.5 folder (llava_lo
         if kind == 'lora': shutil.rmtree(folder)
     return ExportReport(str(out), info, type, version, checks, time.time() - t0)
 
-def verify_export(out) -> dict:
-    "Check an existing export again: both files read back against the weights named in its `llava_lora_export.json` (an adapter is merged again, in a temporary folder)."
+def _read_export(out) -> dict:
+    "An export folder's record (`llava_lora_export.json`: source, type, files, checks), refused in one line when missing or damaged."
     out = Path(out).expanduser(); f = out/EXPORT_JSON
     if not out.exists(): raise ExportError(f"--out {out} does not exist")
     if not f.exists(): raise ExportError(f"{out} is not an export of llava_lora_export (no {EXPORT_JSON})")
-    try: e = json.loads(f.read_text()); src = Path(e['source'])
-    except (ValueError, KeyError) as x: raise ExportError(f"{f} is damaged ({x}): export again (--overwrite)") from None
+    try: e = json.loads(f.read_text()); e['source'], e['files']['language_model']['file'], e['files']['mmproj']['file']
+    except (ValueError, KeyError, TypeError) as x: raise ExportError(f"{f} is damaged ({x}): export again (--overwrite)") from None
+    return e
+
+def verify_export(out) -> dict:
+    "Check an existing export again: both files read back against the weights named in its `llava_lora_export.json` (an adapter is merged again, in a temporary folder)."
+    out = Path(out).expanduser(); e = _read_export(out); src = Path(e['source'])
     if not src.exists(): raise ExportError(f"{out}: its source {src} no longer exists, so there is nothing to compare with")
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f'.{out.name}.verify-') as d:
         folder = src
@@ -305,22 +310,10 @@ def export_cli(argv=None):
     return run_cli('llava_lora_export', _export_main, argv)
 
 # %% ../nbs/09c_export.ipynb #501dc639
-def _export_files(out) -> tuple[Path, Path]:
-    out = Path(out); f = out/EXPORT_JSON
-    if not f.exists(): raise ExportError(f"{out} is not an export of llava_lora_export (no {EXPORT_JSON})")
-    e = json.loads(f.read_text())
-    return out/e['files']['language_model']['file'], out/e['files']['mmproj']['file']
-
-def _data_uri(path, processor=None) -> str:
-    "The image file as a data URI; with `processor`, the image at the model's input size (the training pipeline's pad, resize and crop) as a PNG."
-    import base64, io, mimetypes
-    if processor is None: data, mime = Path(path).read_bytes(), mimetypes.guess_type(str(path))[0] or 'image/png'
-    else:
-        from PIL import Image
-        from llava_lora_nb.images import image_crop
-        crop = np.asarray(image_crop(path, processor, 'pad')).round().clip(0, 255).astype(np.uint8).transpose(1, 2, 0)
-        buf = io.BytesIO(); Image.fromarray(crop).save(buf, format='PNG'); data, mime = buf.getvalue(), 'image/png'
-    return f"data:{mime};base64," + base64.b64encode(data).decode()
+def _data_uri(path) -> str:
+    "The image file as a data URI (what an `image_url` part carries)."
+    import base64, mimetypes
+    return f"data:{mimetypes.guess_type(str(path))[0] or 'image/png'};base64," + base64.b64encode(Path(path).read_bytes()).decode()
 
 @contextmanager
 def _llama_cpp_repack(on:bool):
@@ -342,8 +335,8 @@ def llama_cpp_model(out,                     # an export folder (llava_lora_expo
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Llava15ChatHandler
     except ImportError: raise ExportError("llama-cpp-python is not installed: pip install 'llava_lora_nb[gguf]' (it compiles llama.cpp: cmake and a C++ compiler)") from None
-    lm, mm = _export_files(out)
-    if repack is None: repack = json.loads((Path(out)/EXPORT_JSON).read_text())['type'] != 'q8_0'
+    e = _read_export(out); lm, mm = (Path(out).expanduser()/e['files'][k]['file'] for k in ('language_model', 'mmproj'))
+    if repack is None: repack = e['type'] != 'q8_0'
     class Trained(Llava15ChatHandler):
         CHAT_FORMAT = field_value(lm, 'tokenizer.chat_template'); DEFAULT_SYSTEM_MESSAGE = None
     with _llama_cpp_repack(repack):
@@ -360,8 +353,7 @@ def llama_cpp_answers(out,                   # an export folder (llava_lora_expo
                       image_folder,          # folder their images are relative to
                       turns:str='last',      # as `evaluate`
                       max_new_tokens:int=MAX_NEW_TOKENS,
-                      limit:int|None=None,
-                      model_size_images=None) -> list:  # a processor: send each image at the model's input size, made by the training pipeline
+                      limit:int|None=None) -> list:
     "Greedy answers of llama.cpp on the exported pair to the held-out questions, asked as chat messages with the image as an `image_url` part, in `evaluate`'s order (compare with `served_answers` on the merged folder)."
     from llava_lora_nb.records import load_records, to_hf_messages, resolve_image_path
     from llava_lora_nb.generation import heldout_questions
@@ -369,7 +361,7 @@ def llama_cpp_answers(out,                   # an export folder (llava_lora_expo
     llm, out_ = llama_cpp_model(out), []
     for r, _, conv, _ in list(heldout_questions(records, turns))[:limit]:
         msgs = to_hf_messages([{'id': r.get('id'), 'conversations': conv, **({'image': r['image']} if r.get('image') else {})}])[0]['messages']
-        url = _data_uri(resolve_image_path(image_folder, r['image']), model_size_images) if r.get('image') else None
+        url = _data_uri(resolve_image_path(image_folder, r['image'])) if r.get('image') else None
         msgs = [{**m, 'content': [{'type': 'image_url', 'image_url': {'url': url}} if c['type'] == 'image' else c for c in m['content']]} for m in msgs]
         with _quiet(): got = llm.create_chat_completion(messages=msgs, temperature=0.0, max_tokens=max_new_tokens)
         out_.append((got['choices'][0]['message']['content'] or '').strip())

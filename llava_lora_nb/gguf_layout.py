@@ -51,12 +51,11 @@ def check_exportable(cfg:dict, folder) -> None:
     if not isinstance(cfg.get('vision_feature_layer', -2), int): raise ExportError(f"{folder}: several vision feature layers ({cfg['vision_feature_layer']}); llama.cpp's LLaVA-1.5 path takes one")
 
 def _safetensors_files(folder) -> list:
-    d = Path(folder)
-    idx = d/'model.safetensors.index.json'
-    if idx.exists(): return sorted({d/f for f in json.loads(idx.read_text())['weight_map'].values()})
-    files = sorted(d.glob('model*.safetensors'))
-    if not files: raise ExportError(f"{folder} has no model*.safetensors: the export reads safetensors checkpoints (merge with llava_lora_merge first)")
-    return files
+    "The checkpoint's safetensors files (`merge`'s shard listing), refused in the export's words when there are none."
+    from llava_lora_nb.merge import _shards, MergeError
+    try: names, _ = _shards(folder)
+    except MergeError: raise ExportError(f"{folder} has no safetensors weights: the export reads safetensors checkpoints (merge with llava_lora_merge first)") from None
+    return [Path(folder)/n for n in names]
 
 # %% ../nbs/09b_gguf_layout.ipynb #cf3ee00e
 _LM = re.compile(r'^(?:model\.)?(?:language_model\.)(?:model\.)?(.+)$')
