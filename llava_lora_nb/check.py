@@ -56,8 +56,8 @@ def _check_main(argv) -> int:
     recs = load_records(a.data)
     processor, mml = None, a.model_max_length
     if a.model:
-        from transformers import AutoProcessor
-        try: processor = AutoProcessor.from_pretrained(a.model)
+        from llava_lora_nb.families import load_processor
+        try: processor = load_processor(a.model)
         except Exception as e: raise DataError(f"--model {a.model}: cannot load its processor ({type(e).__name__}: {e})") from None
         mml = mml or 2048
     rep = validate_records(recs, a.image_folder or str(Path(a.data).parent), processor, mml, a.template, check_images=not a.no_image_check,

@@ -8,7 +8,7 @@ import json, os, shutil, sys, time
 from pathlib import Path
 import torch
 from .core import ArgumentParser, run_cli
-from .families import family_of
+from .families import family_of, load_processor
 from .testing import save_tiny_checkpoint, save_tiny_next_checkpoint, make_shapes_dataset
 
 # %% auto #0
@@ -91,8 +91,7 @@ def run_demo(output_dir='demo_out',       # everything is written here
     report.update(merged=mr.output_dir, merge_error=mr.error, merge_tolerance=mr.tolerance)
     merged = family_of(out/'merged').model_cls().from_pretrained(out/'merged').eval()   # plain transformers
     report['merged_class'] = type(merged).__name__
-    from transformers import AutoProcessor
-    proc = AutoProcessor.from_pretrained(out/'merged')
+    proc = load_processor(out/'merged')
     rec = next(r for r in json.loads(heldout_json.read_text()) if 'image' in r)
     q = rec['conversations'][0]['value']
     report['prediction'] = {'image': rec['image'], 'question': q.replace('<image>', '').strip(), 'reference': rec['conversations'][1]['value'],

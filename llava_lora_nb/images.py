@@ -4,6 +4,7 @@
 
 # %% ../nbs/01a_images.ipynb #42169cee
 from __future__ import annotations
+import math
 import numpy as np
 import torch
 from PIL import Image
@@ -33,14 +34,22 @@ def _tile_side(ip):
     crop, size = getattr(ip, 'crop_size', None) or {}, getattr(ip, 'size', None) or {}
     return crop.get('height') or size.get('height') or size['shortest_edge']
 
+def _max_tiles(vision_aspect_ratio):
+    "OneVision's `anyres_max_N`: N (the tiles' features are pooled down to about N tiles' worth); None for LLaVA-NeXT."
+    s = str(vision_aspect_ratio or '')
+    return int(s[len('anyres_max_'):]) if s.startswith('anyres_max_') else None
+
 def _anyres_geometry(obj):
-    "`(pinpoints, tile side, patch, extra tokens, strategy)` of a `LlavaNextProcessor`, its image processor, or a `LlavaNextConfig`."
-    if getattr(obj, 'vision_config', None) is not None:   # the model's own geometry; CLIP adds its CLS token
+    "`(pinpoints, tile side, features per tile side, extra tokens, strategy, anyres_max N)` of an any-resolution processor, its image processor, or its config."
+    if getattr(obj, 'vision_config', None) is not None:   # the model's own geometry; CLIP adds its CLS token, SigLIP none
         v = obj.vision_config
-        return (obj.image_grid_pinpoints, v.image_size, v.patch_size, 1 if 'clip' in v.model_type else 0, obj.vision_feature_select_strategy)
+        return (obj.image_grid_pinpoints, v.image_size, v.image_size // v.patch_size, 1 if 'clip' in v.model_type else 0,
+                obj.vision_feature_select_strategy, _max_tiles(getattr(obj, 'vision_aspect_ratio', None)))
     ip = getattr(obj, 'image_processor', obj)
-    return (ip.image_grid_pinpoints, _tile_side(ip), getattr(obj, 'patch_size', None),
-            getattr(obj, 'num_additional_image_tokens', 0) or 0, getattr(obj, 'vision_feature_select_strategy', None))
+    side, n = _tile_side(ip), getattr(obj, 'num_image_tokens', None)   # OneVision's processor: one tile's features
+    p = math.isqrt(n) if isinstance(n, int) else side // obj.patch_size if getattr(obj, 'patch_size', None) else None
+    return (ip.image_grid_pinpoints, side, p, getattr(obj, 'num_additional_image_tokens', 0) or 0,
+            getattr(obj, 'vision_feature_select_strategy', None), _max_tiles(getattr(obj, 'vision_aspect_ratio', None)))
 
 def anyres_grid(processor,    # a `LlavaNextProcessor` (or its image processor, or a `LlavaNextConfig`)
                 image_size):  # `(height, width)` of the image
@@ -50,18 +59,19 @@ def anyres_grid(processor,    # a `LlavaNextProcessor` (or its image processor, 
     H, W = select_best_resolution([int(x) for x in image_size], pinpoints)
     return (H, W), (H // side, W // side)
 
-def anyres_image_tokens(processor,    # a `LlavaNextProcessor` (or a `LlavaNextConfig`: the same count from the model's geometry)
+def anyres_image_tokens(processor,    # a `LlavaNextProcessor` / `LlavaOnevisionProcessor` (or its config: the same count from the model's geometry)
                         image_size):  # `(height, width)` of the image
-    "`<image>` tokens one image of `image_size` becomes for LLaVA-NeXT: base image + the tiles' features without padding + one newline per row."
+    "`<image>` tokens one image of `image_size` becomes: base image + the tiles' features without padding (OneVision: pooled to `anyres_max_N`) + one newline per row."
     if image_size is None:
         raise DataError("LLaVA-NeXT: how many image tokens an image becomes depends on its size: give image_size=(height, width)")
     h, w = (int(x) for x in image_size)
     _, (rows, cols) = anyres_grid(processor, (h, w))
-    _, side, patch, extra, strategy = _anyres_geometry(processor)
-    p = side // patch                          # features along one side of a tile
+    _, side, p, extra, strategy, most = _anyres_geometry(processor)   # p: features along one side of a tile
     fh, fw = rows * p, cols * p                # the tiles' features as one grid
     if w / h > fw / fh: fh -= 2 * ((fh - int(round(h * (fw / w), 7))) // 2)   # cut the rows / columns that saw only padding
     else: fw -= 2 * ((fw - int(round(w * (fh / h), 7))) // 2)
+    if most and (ratio := math.sqrt(fh * fw / (most * p * p))) > 1.1:   # OneVision: more than ~N tiles' worth, pooled (bilinear) down to it
+        fh, fw = int(fh // ratio), int(fw // ratio)
     n = p * p + extra + fh * fw + fh
     return n - 1 if strategy == 'default' else n
 

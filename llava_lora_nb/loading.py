@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Optional
 import torch
 from .core import LlavaLoraError
-from .families import family_of
+from .families import family_of, load_processor
 from .targets import lora_target_modules, lm_linear_paths, trainable_report, param_numel, _base, projector_key_from_original
 
 # %% auto #0
@@ -365,7 +365,6 @@ def load_llava(model_name_or_path,             # Hub id or local folder: llava-h
                cache_dir=None,                 # Hub cache folder for a Hub id (`--cache_dir`); default: the HF cache
               ):
     "Load a LLaVA-1.5 or NeXT checkpoint (llava-hf or original layout, converted on the fly) as `(model, processor)` of its family's classes."
-    from transformers import AutoProcessor
     path = llava_hf_folder(model_name_or_path, vision_tower, converted_dir)
     kw = {'cache_dir': cache_dir} if cache_dir is not None else {}
     if torch_dtype is not None: kw['dtype'] = torch_dtype
@@ -376,7 +375,7 @@ def load_llava(model_name_or_path,             # Hub id or local folder: llava-h
         from transformers import AutoConfig
         cfg = AutoConfig.from_pretrained(str(path), **({'cache_dir': cache_dir} if cache_dir is not None else {}))
     model = family_of(cfg).model_cls().from_pretrained(str(path), **kw)
-    processor = AutoProcessor.from_pretrained(str(path), **({'cache_dir': cache_dir} if cache_dir is not None else {}))
+    processor = load_processor(path, **({'cache_dir': cache_dir} if cache_dir is not None else {}))
     return model, processor
 
 # %% ../nbs/05_loading.ipynb #2e7a58ae

@@ -9,6 +9,7 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 import torch
 from .core import LlavaLoraError, ArgumentParser, run_cli, staged_folder, path_relation, folder_lock
+from .families import load_processor
 from .output import (NON_LORA, SETTINGS_NAME, PROJECTOR_KEY, RunSettings, is_adapter_dir, check_base_exists, check_adapter_folder,
                      check_inputs, check_adapter_matches, read_non_lora_trainables, checkpoint_dtype, load_adapter_model)
 from .card import write_model_card
@@ -319,9 +320,8 @@ def merge_lora(adapter_dir,                 # training output folder (adapter_co
             if streaming:
                 dtype = torch_dtype or checkpoint_dtype(model_base)
                 err = merge_streaming(adapter_dir, model_base, tmp, dtype, verify=verify, progress=progress, allow_other_base=allow_other_base)
-                from transformers import AutoProcessor
                 src = adapter_dir if (adapter_dir/'tokenizer_config.json').exists() else model_base
-                processor = AutoProcessor.from_pretrained(src)
+                processor = load_processor(src)
             else:
                 model, processor, _, err = merge_in_memory(adapter_dir, model_base, torch_dtype, verify=verify, allow_other_base=allow_other_base)
                 dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype

@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 from .core import LlavaLoraError, check_safetensors, unreadable_file
 from .targets import projector_key_to_original, projector_key_from_original
-from .families import FAMILIES, family_of
+from .families import FAMILIES, family_of, load_processor
 from .loading import load_llava
 
 # %% auto #0
@@ -363,7 +363,6 @@ def load_adapter_model(output_dir,          # a training output folder or one of
                        torch_dtype=None,    # dtype to load in (default: the checkpoint's dtype)
                        allow_other_base:bool=False):  # accept a base whose fingerprint differs from the recorded one
     "Load a training output as the trainer saved it: `(model, processor, settings)`; a LoRA run gives a `PeftModel`."
-    from transformers import AutoProcessor
     d = Path(output_dir)
     if not d.is_dir(): raise OutputError(f"{d}: no such folder; pass a training output folder (or one of its checkpoint-N).")
     kind, settings = output_kind(d), RunSettings.read(d)
@@ -385,5 +384,5 @@ def load_adapter_model(output_dir,          # a training output folder or one of
         try: model = PeftModel.from_pretrained(model, d)
         except RuntimeError as e:
             raise OutputError(f"the LoRA weights in {d} do not fit the base {base}: {str(e)[:500]}") from e
-    if (d/'tokenizer_config.json').exists(): processor = AutoProcessor.from_pretrained(d)
+    if (d/'tokenizer_config.json').exists(): processor = load_processor(d)
     return model.eval(), processor, settings

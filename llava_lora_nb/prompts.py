@@ -28,7 +28,8 @@ class Template:
     sep:str = ' '                            # after the system prompt and after each question
     sep2:str|None = None                     # after each answer; None: the tokenizer's EOS token
     style:str = 'two'                        # 'two' (`SYS USER: q ASSISTANT: a</s>...`), 'plain' (`<image>caption\n`),
-                                             # 'llama_2' (`[INST] q [/INST] a </s>...`) or 'mpt' (ChatML: `role q<sep>role a<sep>...`)
+                                             # 'llama_2' (`[INST] q [/INST] a </s>...`), 'mpt' (ChatML: `role q<sep>role a<sep>...`)
+                                             # or 'chatml' (the LLaVA-NeXT repository's CHATML: `role\nq<sep>\nrole\na<sep>\n...`)
 
 TEMPLATES = {
     'vicuna_v1': Template('vicuna_v1', "A chat between a curious user and an artificial intelligence assistant. "
@@ -40,8 +41,10 @@ TEMPLATES = {
     'mistral_instruct': Template('mistral_instruct', '', ('USER', 'ASSISTANT'), '', None, 'llama_2'),
     'chatml_direct': Template('chatml_direct', '<|im_start|>system\nAnswer the questions.',
                               ('<|im_start|>user\n', '<|im_start|>assistant\n'), '<|im_end|>', '<|im_end|>', 'mpt'),
+    'qwen_1_5': Template('qwen_1_5', '<|im_start|>system\nYou are a helpful assistant.', ('<|im_start|>user', '<|im_start|>assistant'),
+                         '<|im_end|>', '<|im_end|>', 'chatml'),   # LLaVA-OneVision (LLaVA-NeXT repository's conv_qwen)
 }
-TEMPLATE_ALIASES = {'v1': 'vicuna_v1', 'vicuna': 'vicuna_v1', 'llava_hf_chat': 'llava_hf', 'mistral_direct': 'chatml_direct'}
+TEMPLATE_ALIASES = {'v1': 'vicuna_v1', 'vicuna': 'vicuna_v1', 'llava_hf_chat': 'llava_hf', 'mistral_direct': 'chatml_direct', 'qwen': 'qwen_1_5'}
 
 # %% ../nbs/02_prompts.ipynb #014425c6
 def get_template(name):  # a name in `TEMPLATES` (or alias 'v1'), or a `Template`
@@ -92,7 +95,7 @@ def _render(conversations, template='vicuna_v1', eos:str='</s>', add_generation_
             s = len(text); text += convs[1]['value'] + close; spans.append((s, len(text), convs[1]['value']))
             literal.append((s, s + len(convs[1]['value'])))
         return text, spans, literal
-    if tpl.style in ('llama_2', 'mpt'):
+    if tpl.style in ('llama_2', 'mpt', 'chatml'):
         if add_generation_prompt and len(convs) % 2 == 0: raise DataError(f"{who}a generation prompt needs a conversation that ends with a question")
         return _render_inst(tpl, convs, lead, close, add_generation_prompt)
     user, asst = tpl.roles
@@ -111,7 +114,7 @@ def _render(conversations, template='vicuna_v1', eos:str='</s>', add_generation_
     return text, spans, literal
 
 def _render_inst(tpl, convs, lead, close, add_generation_prompt):
-    "Text, answer spans and literal spans for the original's `LLAMA_2` (mistral_instruct) and `MPT` (chatml_direct) styles."
+    "Text, answer spans and literal spans for the original's `LLAMA_2` (mistral_instruct), `MPT` (chatml_direct) and `CHATML` (qwen_1_5) styles."
     spans, literal = [], []
     if tpl.style == 'llama_2':   # `[INST] q [/INST] a </s>[INST] q2 [/INST] a2 </s>` (sep before every [INST] but the first)
         text = ''
@@ -122,6 +125,15 @@ def _render_inst(tpl, convs, lead, close, add_generation_prompt):
             else:
                 s = len(text); literal.append((s + 1, s + 1 + len(t['value'])))
                 text += f" {t['value']} {close}"; spans.append((s, len(text), t['value']))
+        return text, spans, literal
+    if tpl.style == 'chatml':   # `system<sep>\n`, then `role\nmessage<sep>\n` per turn; the answer and its <sep> are learned
+        text = tpl.system + tpl.sep + '\n' if tpl.system else ''
+        for j, t in enumerate(convs):
+            text += tpl.roles[j % 2] + '\n'; s = len(text)
+            literal.append((s + lead[j], s + len(t['value']))); text += t['value'] + (close if j % 2 else tpl.sep)
+            if j % 2: spans.append((s, len(text), t['value']))
+            text += '\n'
+        if add_generation_prompt: text += tpl.roles[1] + '\n'
         return text, spans, literal
     text = tpl.system + tpl.sep  # 'mpt': `system<sep>` then `role message<sep>` per turn; the answer and its <sep> are learned
     for j, t in enumerate(convs):
@@ -359,7 +371,7 @@ def chat_template(template='vicuna_v1')->str: # template name or `Template`
     "The Jinja chat template that renders `template` exactly as training does, with `{% generation %}` around what is supervised."
     tpl = get_template(template)
     close = _jq(tpl.sep2) if tpl.sep2 is not None else 'eos_token'
-    sys_prefix = '<|im_start|>system\n' if tpl.style == 'mpt' and tpl.system.startswith('<|im_start|>system\n') else ''
+    sys_prefix = '<|im_start|>system\n' if tpl.style in ('mpt', 'chatml') and tpl.system.startswith('<|im_start|>system\n') else ''
     head = (_BODY + "{%- set ns = namespace(system=" + _jq(tpl.system[len(sys_prefix):]) + ") -%}"
             "{%- if messages and messages[0]['role'] == 'system' -%}{%- set ns.system = body(messages[0]) -%}{%- endif -%}")
     turns = "{%- for m in messages if m['role'] != 'system' -%}"
@@ -372,6 +384,11 @@ def chat_template(template='vicuna_v1')->str: # template name or `Template`
                 "{{ body(m) + ' [/INST]' }}{%- else -%}{% generation %}{{ ' ' + body(m) + ' ' + " + close + " }}{% endgeneration %}"
                 "{%- endif -%}{%- endfor -%}")
     user, asst = tpl.roles
+    if tpl.style == 'chatml':
+        return (head + "{%- if ns.system -%}{{ " + _jq(sys_prefix) + " + ns.system + " + _jq(tpl.sep + '\n') + " }}{%- endif -%}" + turns +
+                "{%- if m['role'] == 'user' -%}{{ " + _jq(user + '\n') + " + body(m) + " + _jq(tpl.sep + '\n') + " }}"
+                "{%- else -%}{{ " + _jq(asst + '\n') + " }}{% generation %}{{ body(m) + " + close + " }}{% endgeneration %}{{ '\\n' }}"
+                "{%- endif -%}{%- endfor -%}{%- if add_generation_prompt -%}{{ " + _jq(asst + '\n') + " }}{%- endif -%}")
     if tpl.style == 'mpt':
         return (head + "{{ " + _jq(sys_prefix) + " + ns.system + " + _jq(tpl.sep) + " }}" + turns +
                 "{%- if m['role'] == 'user' -%}{{ " + _jq(user) + " + body(m) + " + _jq(tpl.sep) + " }}"

@@ -11,11 +11,12 @@ from PIL import Image, ImageDraw
 from .prompts import LLAVA_CHAT_TEMPLATE
 
 # %% auto #0
-__all__ = ['SYSTEM_VICUNA', 'COLOURS', 'SHAPES', 'TINY_PINPOINTS', 'COLOUR_QUESTIONS', 'SHAPE_QUESTIONS', 'tiny_tokenizer',
-           'byte_level_tokenizer', 'tiny_llava_config', 'tiny_llava', 'tiny_processor', 'save_tiny_checkpoint',
-           'tiny_next_config', 'tiny_next', 'tiny_next_processor', 'save_tiny_next_checkpoint', 'draw_shape',
-           'make_shapes_dataset', 'train_a_little', 'save_tiny_original_checkpoint',
-           'save_tiny_original_next_checkpoint', 'make_tiny_adapter']
+__all__ = ['SYSTEM_VICUNA', 'COLOURS', 'SHAPES', 'TINY_PINPOINTS', 'ONEVISION_PINPOINTS', 'COLOUR_QUESTIONS', 'SHAPE_QUESTIONS',
+           'tiny_tokenizer', 'byte_level_tokenizer', 'tiny_llava_config', 'tiny_llava', 'tiny_processor',
+           'save_tiny_checkpoint', 'tiny_next_config', 'tiny_next', 'tiny_next_processor', 'save_tiny_next_checkpoint',
+           'chatml_tokenizer', 'tiny_onevision_config', 'tiny_onevision', 'tiny_onevision_processor',
+           'save_tiny_onevision_checkpoint', 'draw_shape', 'make_shapes_dataset', 'train_a_little',
+           'save_tiny_original_checkpoint', 'save_tiny_original_next_checkpoint', 'make_tiny_adapter']
 
 # %% ../nbs/90_testing.ipynb #bafe5b02
 SYSTEM_VICUNA = ("A chat between a curious user and an artificial intelligence assistant. "
@@ -55,14 +56,15 @@ def tiny_tokenizer(vocab_size:int=350,  # merged tokens learned on top of the 3 
     return tok
 
 # %% ../nbs/90_testing.ipynb #3e1c204a
-def byte_level_tokenizer(vocab_size:int=400):  # merges learned on top of the 256 bytes
+def byte_level_tokenizer(vocab_size:int=400,  # merges learned on top of the 256 bytes
+                         extra_text=()):       # more lines to learn merges from (besides the shapes task and the templates)
     "A GPT-2-style byte-level BPE tokenizer (no BOS, `<|endoftext|>` EOS) trained offline, with `<image>` and `<pad>`."
     from tokenizers import Tokenizer, models, trainers, pre_tokenizers, decoders, AddedToken
     from transformers import PreTrainedTokenizerFast
     t = Tokenizer(models.BPE())
     t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     t.decoder = decoders.ByteLevel()
-    t.train_from_iterator(_corpus(), trainers.BpeTrainer(vocab_size=256 + vocab_size, special_tokens=['<|endoftext|>'],
+    t.train_from_iterator(_corpus() + list(extra_text) * 10, trainers.BpeTrainer(vocab_size=256 + vocab_size, special_tokens=['<|endoftext|>'],
                                                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
     tok = PreTrainedTokenizerFast(tokenizer_object=t, eos_token='<|endoftext|>', model_max_length=512, padding_side='right')
     tok.add_tokens([AddedToken('<image>', special=True, normalized=False)], special_tokens=True)
@@ -161,6 +163,66 @@ def save_tiny_next_checkpoint(path,        # folder to write (created)
     path = Path(path)
     proc = tiny_next_processor(image_grid_pinpoints=kwargs.get('image_grid_pinpoints'))
     model = tiny_next(seed=seed, tokenizer=proc.tokenizer, **kwargs)
+    model.save_pretrained(path, safe_serialization=True)
+    proc.save_pretrained(path)
+    return path
+
+# %% ../nbs/90_testing.ipynb #f321073f
+ONEVISION_PINPOINTS = [[32 * i, 32 * j] for i in range(1, 7) for j in range(1, 7)]   # OneVision's 1x1..6x6 grid of (here 32-px) tiles
+
+def chatml_tokenizer():
+    "`byte_level_tokenizer` made Qwen-like: `<|im_start|>`, `<|im_end|>` (the EOS) and `<video>` added, `<|endoftext|>` the pad."
+    from tokenizers import AddedToken
+    tok = byte_level_tokenizer(extra_text=["<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n",
+                                           "<|im_end|>\n<|im_start|>assistant\n", '\n'.join([*COLOURS, *SHAPES])])
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in ('<|im_start|>', '<|im_end|>', '<video>')], special_tokens=True)
+    tok.add_special_tokens({'eos_token': '<|im_end|>', 'pad_token': '<|endoftext|>'})
+    return tok
+
+def tiny_onevision_config(tokenizer=None,            # tokenizer whose vocabulary the model gets (default: `chatml_tokenizer()`)
+                          image_grid_pinpoints=None, # tile grid resolutions (default: `ONEVISION_PINPOINTS`)
+                          hidden_size:int=128, num_layers:int=2, vision_hidden_size:int=64,
+                          image_size:int=32, patch_size:int=8, tie_word_embeddings:bool=True):   # tied, as in the 0.5B
+    "A `LlavaOnevisionConfig`: a small Qwen2 and a small SigLIP, OneVision's grid and `anyres_max_9`."
+    from transformers import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
+    tok = tokenizer if tokenizer is not None else chatml_tokenizer()
+    vision = SiglipVisionConfig(hidden_size=vision_hidden_size, intermediate_size=vision_hidden_size * 2, num_hidden_layers=2,
+                                num_attention_heads=4, image_size=image_size, patch_size=patch_size)
+    text = Qwen2Config(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=hidden_size * 2, num_hidden_layers=num_layers,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, initializer_range=0.1,
+                       bos_token_id=None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=tie_word_embeddings)
+    return LlavaOnevisionConfig(vision_config=vision, text_config=text, image_token_id=tok.convert_tokens_to_ids('<image>'),
+                                video_token_id=tok.convert_tokens_to_ids('<video>'), vision_feature_layer=-1,
+                                vision_feature_select_strategy='full', vision_aspect_ratio='anyres_max_9',
+                                image_grid_pinpoints=image_grid_pinpoints or ONEVISION_PINPOINTS, projector_hidden_act='gelu',
+                                tie_word_embeddings=tie_word_embeddings)
+
+def tiny_onevision(seed:int=0, **kwargs):
+    "A real `LlavaOnevisionForConditionalGeneration` with random weights (seeded), built from `tiny_onevision_config(**kwargs)`."
+    from transformers import LlavaOnevisionForConditionalGeneration
+    cfg = tiny_onevision_config(**kwargs)
+    torch.manual_seed(seed)
+    return LlavaOnevisionForConditionalGeneration(cfg).eval()
+
+def tiny_onevision_processor(image_size:int=32, patch_size:int=8, tokenizer=None, image_grid_pinpoints=None):
+    "A real `LlavaOnevisionProcessor` (without a video processor): SigLIP-style preprocessing, 32-px tiles, `chatml_tokenizer`, the `qwen_1_5` template."
+    from llava_lora_nb.families import image_only_processor_cls
+    from llava_lora_nb.prompts import chat_template
+    try: from transformers import LlavaOnevisionImageProcessorPil as ImageProcessor  # no torchvision here
+    except ImportError: from transformers import LlavaOnevisionImageProcessor as ImageProcessor
+    ip = ImageProcessor(size={'height': image_size, 'width': image_size}, image_grid_pinpoints=image_grid_pinpoints or ONEVISION_PINPOINTS,
+                        image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    return image_only_processor_cls('onevision')(image_processor=ip, tokenizer=tokenizer if tokenizer is not None else chatml_tokenizer(),
+                                                 num_image_tokens=(image_size // patch_size) ** 2, vision_feature_select_strategy='full',
+                                                 vision_aspect_ratio='anyres_max_9', chat_template=chat_template('qwen_1_5'))
+
+def save_tiny_onevision_checkpoint(path,        # folder to write (created)
+                                   seed:int=0,  # weight seed
+                                   **kwargs):   # passed to `tiny_onevision_config`
+    "Write a tiny LLaVA-OneVision checkpoint (safetensors weights, config, processor with the training chat template) with `save_pretrained`."
+    path = Path(path)
+    proc = tiny_onevision_processor(image_grid_pinpoints=kwargs.get('image_grid_pinpoints'))
+    model = tiny_onevision(seed=seed, tokenizer=proc.tokenizer, **kwargs)
     model.save_pretrained(path, safe_serialization=True)
     proc.save_pretrained(path)
     return path
@@ -330,8 +392,7 @@ def make_tiny_adapter(base_dir,               # base checkpoint folder (e.g. fro
                       b_std:float=0.05,       # std of the (non-zero) `lora_B` init, so the merge changes the model
                       proj_std:float=0.05):   # std of the noise added to the projector
     "Write a random (untrained) adapter folder for `base_dir` (LLaVA-1.5 or NeXT) in exactly the trainer's output format."
-    from transformers import AutoProcessor
-    from llava_lora_nb.families import family_of
+    from llava_lora_nb.families import family_of, load_processor
     from peft import LoraConfig, get_peft_model
     from llava_lora_nb.targets import lora_target_modules
     from llava_lora_nb.loading import LoraSettings
@@ -354,7 +415,7 @@ def make_tiny_adapter(base_dir,               # base checkpoint folder (e.g. fro
     model.save_pretrained(out)
     save_non_lora_trainables(non_lora_trainables(model), out)
     model.base_model.model.config.save_pretrained(out)
-    proc = AutoProcessor.from_pretrained(base_dir)
+    proc = load_processor(base_dir)
     base_template = getattr(proc, 'chat_template', None)
     set_chat_template(proc, 'vicuna_v1'); proc.save_pretrained(out)   # as training writes it: served with the training template
     lora = LoraSettings(lora_enable=True, lora_r=r, lora_alpha=lora_alpha, lora_dropout=0.0, use_rslora=use_rslora)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import transformers
 from .core import LlavaLoraError, check_safetensors, run_cli, in_notebook, path_relation, folder_lock, absolute_if_local
-from .families import family_of
+from .families import family_of, load_processor
 from .loading import LoraFlags, LoraSettings
 from .output import RunSettings
 from .prompts import set_chat_template
@@ -272,7 +272,7 @@ def _train_held(config, model_args, data_args, training_args, callbacks, say, ve
     if training_args.lora_weight_path: say(f"llava_lora_train: note: --lora_weight_path {training_args.lora_weight_path} is ignored (as by the original train.py)")
     # 1. the data, before anything expensive (refuses to start on errors, listing them)
     model_path, original = model_args.model_name_or_path, isinstance(config, dict)   # dict: an original-layout checkpoint
-    try: processor = None if original else transformers.AutoProcessor.from_pretrained(model_path, cache_dir=training_args.cache_dir)
+    try: processor = None if original else load_processor(model_path, cache_dir=training_args.cache_dir)
     except Exception: processor = None
     main = training_args.process_index == 0   # one process decodes every image; the others check the records only
     records = load_records(data_args.data_path)   # read once: validated, split, trained on

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 from .core import ArgumentParser, run_cli, path_relation
+from .families import load_processor
 from .output import (OutputError, RunSettings, ADAPTER_WEIGHTS, PROJECTOR_KEY, output_kind, is_adapter_dir,
                                   load_adapter_model, check_inputs, _base_of)
 from .generation import (MAX_NEW_TOKENS, _image, _record_image, generate_answer, generate_answers, normalize_answer, exact_match,
@@ -114,7 +115,7 @@ def served_pipeline(model_path,              # a merged (or fully finetuned) fol
     check_inputs(d, base, allow_other_base)
     model = transformers.AutoModelForImageTextToText.from_pretrained(base, dtype='auto')
     model.load_adapter(str(d))   # LoRA weights and the projector, as PEFT saved them
-    return transformers.pipeline('image-text-to-text', model=model.eval(), processor=transformers.AutoProcessor.from_pretrained(d), device=dev)
+    return transformers.pipeline('image-text-to-text', model=model.eval(), processor=load_processor(d), device=dev)
 
 def served_answers(model_path,          # a merged (or fully finetuned) folder, or a LoRA adapter folder
                    data,                # held-out records, or their JSON/JSONL file
