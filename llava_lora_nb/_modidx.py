@@ -561,6 +561,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/llava_lora_nb', 'doc_host'
                                        'llava_lora_nb.prompts.set_chat_template': ( 'prompts.html#set_chat_template',
                                                                                     'llava_lora_nb/prompts.py'),
                                        'llava_lora_nb.prompts.stop_token_ids': ('prompts.html#stop_token_ids', 'llava_lora_nb/prompts.py'),
+                                       'llava_lora_nb.prompts.template_for': ('prompts.html#template_for', 'llava_lora_nb/prompts.py'),
                                        'llava_lora_nb.prompts.text_budget': ('prompts.html#text_budget', 'llava_lora_nb/prompts.py'),
                                        'llava_lora_nb.prompts.tokenize_conversation': ( 'prompts.html#tokenize_conversation',
                                                                                         'llava_lora_nb/prompts.py')},

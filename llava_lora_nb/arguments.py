@@ -24,7 +24,8 @@ __all__ = ['HELP_GROUPS', 'TRAIN_USAGE', 'ModelArguments', 'DataArguments', 'Tra
 class ModelArguments:
     "Model flags of LLaVA's `train.py`."
     model_name_or_path: str = field(default=None, metadata={'help': 'LLaVA checkpoint (llava-hf or original layout): local folder or Hub id'})
-    version: str = field(default='vicuna_v1', metadata={'help': "conversation template: v1 / vicuna_v1, llava_v1, plain, llava_hf"})
+    version: str|None = field(default=None, metadata={'help': "conversation template: v1 / vicuna_v1, llava_v1, plain, llava_hf, "
+                                   "mistral_instruct, chatml_direct, qwen_1_5 (default: the family's, vicuna_v1 for 1.5/NeXT, qwen_1_5 for OneVision)"})
     freeze_backbone: bool = field(default=False, metadata={'help': 'freeze the language model (LoRA weights still train)'})
     tune_mm_mlp_adapter: bool = field(default=False, metadata={'help': 'train the projector only (LLaVA pretraining stage): '
                                      'writes mm_projector.bin (original key names) for --pretrain_mm_mlp_adapter of the next stage'})
@@ -159,9 +160,10 @@ def check_architecture(model_args:ModelArguments, # parsed model flags
         if v is None: continue
         if v == ok: notes.append(f"--{flag} {v}: as LLaVA-1.5")
         else: errors.append(f"--{flag} {v} is not supported (LLaVA-1.5 and llava-hf checkpoints use False): pass False or drop the flag")
-    try: nxt = family_of(cfg).name == 'next'
-    except LlavaLoraError: nxt = False
-    what = 'LLaVA-NeXT' if nxt else 'LLaVA-1.5'
+    try: fam = family_of(cfg)
+    except LlavaLoraError: fam = None
+    nxt = fam is not None and fam.anyres
+    what = {'next': 'LLaVA-NeXT', 'onevision': 'LLaVA-OneVision'}.get(fam.name if fam else None, 'LLaVA-1.5')
     for flag, ok in (('mm_patch_merge_type', 'spatial_unpad' if nxt else 'flat'), ('mm_vision_select_feature', 'patch')):
         v = getattr(a, flag)
         if v is None: continue

@@ -20,7 +20,7 @@ def validate_or_raise(data_path,                 # JSON/JSONL data file
                       image_folder,              # folder image paths are relative to
                       processor=None,            # enables token-length checks
                       model_max_length:int=None, # enables truncation checks
-                      template='vicuna_v1',      # the template training will use
+                      template=None,             # the template training will use (None: the processor's family's)
                       check_images:bool=True,    # fully decode every image (training's main process does; the other ranks need not)
                       progress:bool=False,       # a progress bar while images are decoded
                       records:list|None=None):   # the file's records when already loaded (not read again)
@@ -40,7 +40,7 @@ def check_parser() -> ArgumentParser:
     ap.add_argument('--image_folder', default=None, help="folder image paths are relative to (default: the data file's folder)")
     ap.add_argument('--model', default=None, help='local checkpoint folder: enables token checks with its processor')
     ap.add_argument('--model_max_length', type=int, default=None, help='training sequence length (default with --model: 2048)')
-    ap.add_argument('--template', default='vicuna_v1', help=f"conversation template: {', '.join(TEMPLATES)}")
+    ap.add_argument('--template', default=None, help=f"conversation template: {', '.join(TEMPLATES)} (default: the --model's family's, else vicuna_v1)")
     ap.add_argument('--no_image_check', action='store_true', help='do not decode every image')
     ap.add_argument('--workers', type=int, default=None, help='threads that decode images (default: the CPU count, at most 8)')
     ap.add_argument('--no_progress', action='store_true', help='no progress bars (shown by default when stderr is a terminal)')
@@ -51,7 +51,7 @@ def _check_main(argv) -> int:
     a = check_parser().parse_args(argv)
     if a.image_folder is not None and not Path(a.image_folder).is_dir():
         raise DataError(f"--image_folder {a.image_folder} does not exist" if not Path(a.image_folder).exists() else f"--image_folder {a.image_folder} is not a folder")
-    get_template(a.template)
+    if a.template is not None: get_template(a.template)
     if a.model and not Path(a.model).is_dir(): raise DataError(f"--model {a.model}: not a local checkpoint folder")
     recs = load_records(a.data)
     processor, mml = None, a.model_max_length

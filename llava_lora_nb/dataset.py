@@ -13,7 +13,7 @@ import torch
 from .core import staged_folder
 from .records import (DataError, Problem, ValidationReport, load_records, resolve_image_path, record_problems)
 from .images import open_image, process_image, image_crop, finish_image, pixel_lut, is_anyres, image_size_of, anyres_grid
-from .prompts import (IGNORE_INDEX, image_truncation, TEMPLATES, get_template, tokenize_conversation, text_budget, num_image_tokens,
+from .prompts import (IGNORE_INDEX, image_truncation, TEMPLATES, get_template, template_for, tokenize_conversation, text_budget, num_image_tokens,
                                    _tokenizer, _image_token_id, _tok_info)
 
 # %% auto #0
@@ -51,7 +51,7 @@ def validate_records(records,                    # list of records (e.g. from `l
                      image_folder,               # folder image paths are relative to
                      processor=None,             # LLaVA processor (or tokenizer): enables the token checks
                      model_max_length:int=None,  # training sequence length: enables the truncation checks
-                     template:str='vicuna_v1',   # conversation template the data will be trained with
+                     template:str|None=None,     # conversation template the data will be trained with (None: the processor's family's)
                      check_images:bool=True,     # fully decode every image (in parallel), as training will
                      progress:bool=False,        # show progress bars
                      workers:int=None):          # threads that decode images (default: the CPU count, at most 8)
@@ -63,7 +63,7 @@ def validate_records(records,                    # list of records (e.g. from `l
     if not records:   # would pass every per-record check, then fail (or train on nothing) after the model has loaded
         rep.problems.append(Problem(None, None, 'file', "the data holds no records: nothing to train or evaluate on"))
         return rep
-    seen, lengths, truncated, tpl = {}, [], 0, get_template(template)
+    seen, lengths, truncated, tpl = {}, [], 0, get_template(template_for(processor, template))
     tok = _tokenizer(processor) if processor is not None else None
     anyres, image_tokens = processor is not None and is_anyres(processor), []   # LLaVA-NeXT: image tokens depend on each image's size
     specials = _tok_info(tok)['special_re'] if tok is not None else re.compile('|'.join(map(re.escape, _DEFAULT_SPECIALS)))
@@ -122,14 +122,14 @@ class LazySupervisedDataset(torch.utils.data.Dataset):
                  data_path,                  # JSON/JSONL file (or a list of records)
                  image_folder,               # folder the image paths are relative to
                  processor,                  # `LlavaProcessor` or `LlavaNextProcessor` (any-resolution images)
-                 template='vicuna_v1',       # conversation template
+                 template=None,              # conversation template (None: the processor's family's)
                  model_max_length:int=2048,  # sequences are truncated to this by the collator
                  image_aspect_ratio='pad',   # 'pad' (v1.5), 'resize' or 'square'; LLaVA-NeXT: its processor's any-resolution
                  cache_dir=None,             # folder for a `PreprocessedCache` (built if missing or stale); None: no cache
                  cache_workers:int=0,        # processes that build the cache's image crops
                  progress:bool=True):        # progress bars while the cache is built
         self.records = data_path if isinstance(data_path, list) else load_records(data_path)
-        self.image_folder, self.processor, self.template = image_folder, processor, get_template(template)
+        self.image_folder, self.processor, self.template = image_folder, processor, get_template(template_for(processor, template))
         self.model_max_length, self.image_aspect_ratio = model_max_length, image_aspect_ratio
         self.tokenizer, self.anyres, self._sizes = _tokenizer(processor), is_anyres(processor), {}
         self.n_image_tokens = None if self.anyres else num_image_tokens(processor)   # NeXT: per image, `image_tokens(i)`

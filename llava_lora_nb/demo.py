@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from .core import ArgumentParser, run_cli
 from .families import family_of, load_processor
-from .testing import save_tiny_checkpoint, save_tiny_next_checkpoint, make_shapes_dataset
+from .testing import save_tiny_checkpoint, save_tiny_next_checkpoint, save_tiny_onevision_checkpoint, make_shapes_dataset
 
 # %% auto #0
 __all__ = ['DEMO_DEFAULTS', 'run_demo', 'format_report', 'demo_cli']
@@ -30,7 +30,7 @@ def run_demo(output_dir='demo_out',       # everything is written here
              n_train:int=DEMO_DEFAULTS['n_train'], n_heldout:int=DEMO_DEFAULTS['n_heldout'],
              quiet:bool=False,             # hide progress bars
              live:bool|None=None,          # a live progress widget and loss plot (default: when run in a notebook)
-             arch:str='1.5'):              # '1.5': LLaVA-1.5; 'next': LLaVA-NeXT (any-resolution, images of several aspect ratios)
+             arch:str='1.5'):              # '1.5': LLaVA-1.5; 'next': LLaVA-NeXT; 'onevision': LLaVA-OneVision (both any-resolution: images of several aspect ratios)
     "The main job on the embedded tiny default: data -> LoRA finetune -> evaluate base and finetuned -> merge (verified) -> reload and predict."
     from llava_lora_nb.arguments import ModelArguments, DataArguments, TrainingArguments
     from llava_lora_nb.train import train
@@ -47,12 +47,13 @@ def run_demo(output_dir='demo_out',       # everything is written here
     out.mkdir(parents=True, exist_ok=True)
     d = DEMO_DEFAULTS
     report = {'output_dir': str(out.resolve()), 'arch': fam.name, 'bits': bits, 'steps': steps, 'seed': seed, 'seconds': {}}
-    max_len = d['model_max_length'] if not fam.anyres else 2 * d['model_max_length']   # a NeXT image is up to ~100 tokens here
+    max_len = d['model_max_length'] if not fam.anyres else 2 * d['model_max_length']   # a NeXT / OneVision image is up to ~100 tokens here
     # 1. data and the "pretrained" base
     t0 = time.time()
     base = out/'base'
-    if not (base/'config.json').exists(): (save_tiny_next_checkpoint if fam.anyres else save_tiny_checkpoint)(base, seed=seed)
-    aspects = (0.5, 1.0, 2.0) if fam.anyres else None   # width/height: NeXT cuts each into its own grid of tiles
+    save_base = {'1.5': save_tiny_checkpoint, 'next': save_tiny_next_checkpoint, 'onevision': save_tiny_onevision_checkpoint}[fam.name]
+    if not (base/'config.json').exists(): save_base(base, seed=seed)
+    aspects = (0.5, 1.0, 2.0) if fam.anyres else None   # width/height: NeXT and OneVision cut each into its own grid of tiles
     data = out/'data'
     train_json = make_shapes_dataset(data, n=n_train, seed=seed, aspect_ratios=aspects)
     heldout_json = make_shapes_dataset(data, n=n_heldout, seed=seed + 1000, name='heldout.json', text_only=0.0, multi_turn=0.0, aspect_ratios=aspects)
@@ -60,7 +61,7 @@ def run_demo(output_dir='demo_out',       # everything is written here
     _stage(report, 'data', t0)
     # 2-3. configure and train (LoRA r=16 at this size; the v1.5 recipe's r=128/alpha=256 is for 7B/13B)
     t0 = time.time()
-    margs = ModelArguments(model_name_or_path=str(base), version='vicuna_v1')
+    margs = ModelArguments(model_name_or_path=str(base), version=fam.template)   # vicuna_v1; OneVision: qwen_1_5 (ChatML)
     dargs = DataArguments(data_path=str(train_json), image_folder=str(data), image_aspect_ratio='pad')
     targs = TrainingArguments(output_dir=str(out/'adapter'), max_steps=steps, per_device_train_batch_size=d['batch_size'],
                               learning_rate=d['lr'], mm_projector_lr=d['lr'], weight_decay=0.0, lr_scheduler_type='cosine',
@@ -110,11 +111,13 @@ def run_demo(output_dir='demo_out',       # everything is written here
     return report
 
 # %% ../nbs/11_demo.ipynb #3c2ca1e4
+_ARCH_NAMES = {'1.5': '1.5', 'next': 'NeXT', 'onevision': 'OneVision'}
+
 def format_report(r:dict) -> str:
     "The demo's report as a person reads it."
     s, p = r['seconds'], r['prediction']
     return '\n'.join([
-        f"llava_lora_demo: finished in {s['total']} s (LLaVA-{r.get('arch', '1.5').replace('next', 'NeXT')}, {'QLoRA 4-bit' if r['bits'] == 4 else 'LoRA'}, {r['steps']} steps, seed {r['seed']})",
+        f"llava_lora_demo: finished in {s['total']} s (LLaVA-{_ARCH_NAMES.get(r.get('arch', '1.5'), r.get('arch', '1.5'))}, {'QLoRA 4-bit' if r['bits'] == 4 else 'LoRA'}, {r['steps']} steps, seed {r['seed']})",
         f"  time per stage   : " + ', '.join(f"{k} {v} s" for k, v in s.items() if k != 'total'),
         f"  training loss    : {r['loss_start']:.3f} -> {r['loss_end']:.3f}  (curve: {r['loss_curve']})",
         f"  held-out accuracy: {r['accuracy_base']:.1%} (base) -> {r['accuracy_finetuned']:.1%} (finetuned), exact match",
@@ -137,7 +140,8 @@ def _demo_main(argv):
     p.add_argument('--resume', action='store_true', help='continue an interrupted demo in --output_dir')
     p.add_argument('--n_train', type=int, default=DEMO_DEFAULTS['n_train'], help=f"training records (default {DEMO_DEFAULTS['n_train']})")
     p.add_argument('--quiet', action='store_true', help='no progress bars')
-    p.add_argument('--arch', default='1.5', choices=('1.5', 'next'), help="'1.5': LLaVA-1.5 (default); 'next': LLaVA-NeXT, any-resolution images")
+    p.add_argument('--arch', default='1.5', choices=('1.5', 'next', 'onevision'),
+                   help="'1.5': LLaVA-1.5 (default); 'next': LLaVA-NeXT, any-resolution images; 'onevision': LLaVA-OneVision (Qwen2, SigLIP, anyres_max_9)")
     a = p.parse_args(argv)
     if a.quiet:   # transformers' own loading/saving bars too
         from transformers.utils.logging import disable_progress_bar

@@ -56,7 +56,7 @@ def _cut_at_eos(ids:list, eos) -> list:
 @torch.no_grad()
 def generate_answers(model, processor,
                      items,                          # `(conversations, image)` pairs: LLaVA turns (the last human turn is asked), PIL image or None
-                     template:str='vicuna_v1',       # conversation template the model was trained with
+                     template:str|None=None,         # conversation template the model was trained with (None: its family's)
                      image_aspect_ratio:str='pad',   # image preprocessing the model was trained with
                      max_new_tokens:int=MAX_NEW_TOKENS,
                      batch_size:int=8,               # questions per `generate` call; 1 asks them one by one
@@ -111,7 +111,7 @@ def generate_answers(model, processor,
         bar.close()
     return answers
 
-def generate_answer(model, processor, conversations, image=None, template:str='vicuna_v1', image_aspect_ratio:str='pad',
+def generate_answer(model, processor, conversations, image=None, template:str|None=None, image_aspect_ratio:str='pad',
                     max_new_tokens:int=MAX_NEW_TOKENS, temperature:float=0.0, top_p:float|None=None) -> str:
     "Answer the last human turn of `conversations` (LLaVA format, earlier turns as context)."
     return generate_answers(model, processor, [(conversations, image)], template, image_aspect_ratio, max_new_tokens,
@@ -147,7 +147,7 @@ class EvalResult:
 def evaluate(model, processor,
              data,                          # held-out JSON/JSONL path, or a list of LLaVA records
              image_folder,                  # folder the records' `image` paths are relative to
-             template:str='vicuna_v1', image_aspect_ratio:str='pad',
+             template:str|None=None, image_aspect_ratio:str='pad',
              turns:str='last',              # 'last': the last human turn of each record; 'each': every turn
              max_new_tokens:int=MAX_NEW_TOKENS,
              limit:int|None=None,           # evaluate only the first `limit` questions

@@ -42,7 +42,8 @@ def probe_batch(processor, n:int=2, seed:int=0):
     "A small batch of noise images with LLaVA prompts, for comparing two models' logits."
     from PIL import Image
     g = torch.Generator().manual_seed(seed)
-    size = processor.image_processor.crop_size.get('height', 336) if hasattr(processor.image_processor, 'crop_size') else 336
+    ip = processor.image_processor   # one tile's side (OneVision's processors have a `size`, no `crop_size`)
+    size = (getattr(ip, 'crop_size', None) or {}).get('height') or (getattr(ip, 'size', None) or {}).get('height') or 336
     images = [Image.fromarray((torch.rand(size, size, 3, generator=g) * 255).to(torch.uint8).numpy()) for _ in range(n)]
     texts = [f"USER: <image>\nWhat is shown in picture {i}? ASSISTANT: It is" for i in range(n)]
     return dict(processor(images=images, text=texts, return_tensors='pt', padding=True))

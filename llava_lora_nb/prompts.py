@@ -15,9 +15,9 @@ from .records import DataError, DEFAULT_IMAGE_TOKEN, ROLES
 from .images import is_anyres, image_size_of, anyres_grid, anyres_image_tokens, open_image, process_image
 
 # %% auto #0
-__all__ = ['TEMPLATES', 'TEMPLATE_ALIASES', 'LLAVA_CHAT_TEMPLATE', 'IGNORE_INDEX', 'Template', 'get_template', 'render_prompt',
-           'num_image_tokens', 'tokenize_conversation', 'text_budget', 'image_truncation', 'build_inference_inputs',
-           'chat_template', 'set_chat_template', 'stop_token_ids']
+__all__ = ['TEMPLATES', 'TEMPLATE_ALIASES', 'LLAVA_CHAT_TEMPLATE', 'IGNORE_INDEX', 'Template', 'template_for', 'get_template',
+           'render_prompt', 'num_image_tokens', 'tokenize_conversation', 'text_budget', 'image_truncation',
+           'build_inference_inputs', 'chat_template', 'set_chat_template', 'stop_token_ids']
 
 # %% ../nbs/02_prompts.ipynb #ebdab08e
 @dataclass(frozen=True)
@@ -47,6 +47,13 @@ TEMPLATES = {
 TEMPLATE_ALIASES = {'v1': 'vicuna_v1', 'vicuna': 'vicuna_v1', 'llava_hf_chat': 'llava_hf', 'mistral_direct': 'chatml_direct', 'qwen': 'qwen_1_5'}
 
 # %% ../nbs/02_prompts.ipynb #014425c6
+def template_for(processor,      # a processor (or model, config, checkpoint folder): its family decides
+                 template=None):  # a template name or `Template`; None: the family's own
+    "`template` if given, else the template the processor's family trains with (`qwen_1_5` for OneVision, else `vicuna_v1`)."
+    if template is not None: return template
+    try: return family_of(processor).template
+    except LlavaLoraError: return 'vicuna_v1'
+
 def get_template(name):  # a name in `TEMPLATES` (or alias 'v1'), or a `Template`
     "The `Template` called `name`; unknown names raise an error listing the known ones."
     if isinstance(name, Template): return name
@@ -245,7 +252,7 @@ def _encode(text, tok, spans=(), record_id=None,
 # %% ../nbs/02_prompts.ipynb #d6beef4c
 def tokenize_conversation(conversations,          # list of {'from': 'human'|'gpt', 'value': str} turns
                           processor_or_tokenizer, # `LlavaProcessor` (image tokens expanded) or a tokenizer
-                          template='vicuna_v1',   # template name or `Template`
+                          template=None,          # template name or `Template` (None: the processor's family's, `template_for`)
                           has_image:bool=True,    # the record has an image (its `<image>` placeholder is expanded)
                           record_id=None,         # named in errors, e.g. "record 12 (id='a')"
                           n_image_tokens:int=None,  # image tokens per image; default: `num_image_tokens(processor, image_size)`
@@ -253,7 +260,7 @@ def tokenize_conversation(conversations,          # list of {'from': 'human'|'gp
                           max_length:int=None):   # `model_max_length`: each turn's text is cut to `text_budget` characters (None: no cut)
     "`input_ids` and `labels` (LongTensors) for one conversation: labels are -100 except each answer and its closing EOS."
     tok, who = _tokenizer(processor_or_tokenizer), f"{record_id}: " if record_id else ''
-    tpl = get_template(template)
+    tpl = get_template(template_for(processor_or_tokenizer, template))
     text, spans, literal = _render(conversations, tpl, tok.eos_token, has_image=has_image, record_id=record_id,
                                    max_chars=text_budget(tok, max_length) if max_length else None)
     ids, cover = _encode(text, tok, spans, record_id, literal=literal)   # the prompt with ONE `<image>`: expanded below
@@ -330,7 +337,7 @@ def image_truncation(input_ids,          # a record's token ids (1-D LongTensor)
 # %% ../nbs/02_prompts.ipynb #7d0c1a50
 def build_inference_inputs(conversations_or_question,  # a question string, or turns (a trailing gpt turn is dropped)
                            processor,                  # the `LlavaProcessor` used in training
-                           template='vicuna_v1',       # the template used in training
+                           template=None,              # the template used in training (None: the family's, `template_for`)
                            image=None,                 # PIL image or path (None: text-only)
                            image_aspect_ratio='pad'):  # as in training
     "Batched `input_ids`, `attention_mask` (and `pixel_values`; NeXT: and `image_sizes`) for `model.generate`: exactly the training prompt up to the answer."
@@ -344,7 +351,7 @@ def build_inference_inputs(conversations_or_question,  # a question string, or t
         if image is not None and convs and not any(DEFAULT_IMAGE_TOKEN in t['value'] for t in convs):
             convs[0]['value'] = DEFAULT_IMAGE_TOKEN + '\n' + convs[0]['value']
     tok = _tokenizer(processor)
-    text, _, literal = _render(convs, template, tok.eos_token, add_generation_prompt=True, has_image=image is not None)
+    text, _, literal = _render(convs, template_for(processor, template), tok.eos_token, add_generation_prompt=True, has_image=image is not None)
     ids, _ = _encode(text, tok, literal=literal)   # the question's text is text; the one `<image>` is expanded as in training
     size = None
     if image is not None:

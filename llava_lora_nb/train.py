@@ -257,6 +257,9 @@ def _train(model_args, data_args, training_args, callbacks=None, verbose=True):
     # a local base recorded by its absolute path: the settings, adapter_config.json and the card work from any directory
     model_args = dataclasses.replace(model_args, model_name_or_path=absolute_if_local(model_args.model_name_or_path))
     config = _check_start(model_args, data_args, training_args)
+    if model_args.version is None:   # the family's own template: vicuna_v1 (1.5, NeXT), qwen_1_5 (OneVision)
+        try: model_args = dataclasses.replace(model_args, version=family_of(config).template)
+        except LlavaLoraError: model_args = dataclasses.replace(model_args, version='vicuna_v1')
     with contextlib.ExitStack() as held:   # one run per output folder: rank 0 holds the lock for all, until this returns or fails
         if training_args.process_index == 0:
             held.enter_context(folder_lock(training_args.output_dir, 'llava_lora_train', say=lambda m: print(f"llava_lora_train: {m}", file=sys.stderr)))

@@ -40,7 +40,7 @@ def load_for_inference(model_path,          # merged checkpoint folder, or a tra
 def predict(model, processor,
             image,                          # PIL image or path (None: text-only question)
             prompt:str,                     # the question; `<image>\n` is prepended when an image is given and it lacks one
-            template:str='vicuna_v1',       # conversation template the model was trained with
+            template:str|None=None,         # conversation template the model was trained with (None: its family's)
             image_aspect_ratio:str='pad',   # image preprocessing the model was trained with
             max_new_tokens:int=MAX_NEW_TOKENS,
             temperature:float=0.0,          # 0: greedy
@@ -105,7 +105,8 @@ def served_pipeline(model_path,              # a merged (or fully finetuned) fol
     dev = 0 if torch.cuda.is_available() else -1
     d = Path(model_path)
     if not d.is_dir(): raise OutputError(f"{d}: no such folder; pass a merged folder or a training output folder (or its checkpoint-N).")
-    if output_kind(d) != 'lora': return transformers.pipeline('image-text-to-text', model=str(d), device=dev)
+    if output_kind(d) != 'lora':   # the processor as `AutoProcessor` loads it (OneVision without torchvision: `load_processor`'s fallback)
+        return transformers.pipeline('image-text-to-text', model=str(d), processor=load_processor(d), device=dev)
     settings = RunSettings.read(d)
     with safe_open(str(d/ADAPTER_WEIGHTS), 'pt') as f: has_projector = any(PROJECTOR_KEY.search(k) for k in f.keys())
     if settings.projector_trained and not has_projector:
