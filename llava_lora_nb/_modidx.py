@@ -242,6 +242,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/llava_lora_nb', 'doc_host'
                                                                                      'llava_lora_nb/families.py'),
                                         'llava_lora_nb.families.Family.processor_cls': ( 'families.html#family.processor_cls',
                                                                                          'llava_lora_nb/families.py'),
+                                        'llava_lora_nb.families.Family.title': ('families.html#family.title', 'llava_lora_nb/families.py'),
                                         'llava_lora_nb.families._from_config_dict': ( 'families.html#_from_config_dict',
                                                                                       'llava_lora_nb/families.py'),
                                         'llava_lora_nb.families._video_processor_dict': ( 'families.html#_video_processor_dict',

@@ -60,12 +60,12 @@ def model_card(folder,        # a training output (adapter, projector) or a merg
     if kind not in _KIND_LIBRARY: raise ValueError(f"kind={kind!r}: use 'adapter', 'projector', 'merged' or 'full'")
     fam, lora, base = _card_family(d, s), s.lora, s.model_name_or_path
     method = s.trained or ('qlora' if lora.get('bits', 16) != 16 else 'lora')
-    tags = ['llava'] + (['llava-next'] if fam.anyres else []) + [method, 'llava_lora_nb'] + (['merged'] if kind == 'merged' else [])
+    tags = ['llava'] + ([{'next': 'llava-next', 'onevision': 'llava-onevision'}[fam.name]] if fam.anyres else []) + [method, 'llava_lora_nb'] + (['merged'] if kind == 'merged' else [])
     head = {**({'base_model': base} if base else {}), 'library_name': _KIND_LIBRARY[kind], 'pipeline_tag': 'image-text-to-text', 'tags': tags}
     lines = ['---', _head(head), '---', '']
     what = {'adapter': f"{ {'lora': 'LoRA', 'qlora': 'QLoRA'}.get(method, method)} adapter", 'projector': 'projector (mm_projector.bin)',
             'merged': 'merged checkpoint', 'full': 'fully finetuned checkpoint'}[kind]
-    lines += [f"# {_one_line(name)}", '', f"A {what} of a LLaVA-{fam.name.replace('next', 'NeXT')} model (`{fam.model_class}`), "
+    lines += [f"# {_one_line(name)}", '', f"A {what} of a {fam.title} model (`{fam.model_class}`), "
               f"trained with llava_lora_nb from base {_code(base)}." +
               (f" Merged from the adapter {_code(s.merged_from.get('adapter'))} into {_code(s.merged_from.get('model_base'))}." if s.merged_from else ''), '']
     rows = [('training method', method), ('template (`--version`)', s.version), ('model_max_length', s.model_max_length),
@@ -114,6 +114,9 @@ def model_card(folder,        # a training output (adapter, projector) or a merg
                   "pipe = pipeline('image-text-to-text', model=model, processor=AutoProcessor.from_pretrained(folder))"] + ask
     else:
         lines += ["from llava_lora_nb.output import load_adapter_model", f"model, processor, settings = load_adapter_model({here!r})"]
+    if fam.name == 'onevision' and kind != 'projector':   # transformers issue 48558: AutoProcessor needs torchvision for OneVision's video processor
+        lines += ["# without torchvision, AutoProcessor cannot build OneVision's video processor (transformers issue 48558): pass",
+                  "# processor=llava_lora_nb.families.load_processor(folder), the same processor without its video half"]
     served = {'adapter': " The folder's chat template (`chat_template.jinja`) is that training template, so the pipeline prompts it exactly "
                          "as it was trained; for vLLM, TGI or SGLang merge it first (`llava_lora_merge`): they serve a whole model.",
               'merged': " The folder's chat template (`chat_template.jinja`) is that training template, and `generation_config.json` stops "

@@ -111,13 +111,11 @@ def run_demo(output_dir='demo_out',       # everything is written here
     return report
 
 # %% ../nbs/11_demo.ipynb #3c2ca1e4
-_ARCH_NAMES = {'1.5': '1.5', 'next': 'NeXT', 'onevision': 'OneVision'}
-
 def format_report(r:dict) -> str:
     "The demo's report as a person reads it."
     s, p = r['seconds'], r['prediction']
     return '\n'.join([
-        f"llava_lora_demo: finished in {s['total']} s (LLaVA-{_ARCH_NAMES.get(r.get('arch', '1.5'), r.get('arch', '1.5'))}, {'QLoRA 4-bit' if r['bits'] == 4 else 'LoRA'}, {r['steps']} steps, seed {r['seed']})",
+        f"llava_lora_demo: finished in {s['total']} s ({family_of(r.get('arch', '1.5')).title}, {'QLoRA 4-bit' if r['bits'] == 4 else 'LoRA'}, {r['steps']} steps, seed {r['seed']})",
         f"  time per stage   : " + ', '.join(f"{k} {v} s" for k, v in s.items() if k != 'total'),
         f"  training loss    : {r['loss_start']:.3f} -> {r['loss_end']:.3f}  (curve: {r['loss_curve']})",
         f"  held-out accuracy: {r['accuracy_base']:.1%} (base) -> {r['accuracy_finetuned']:.1%} (finetuned), exact match",

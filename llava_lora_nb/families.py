@@ -24,6 +24,10 @@ class Family:
     extra_trainables:tuple=()   # top-level parameters trained and saved with the projector (e.g. `image_newline`)
     template:str='vicuna_v1'    # the conversation template its chat checkpoints were trained with (`--version`'s default)
 
+    @property
+    def title(self):
+        "What people call it: LLaVA-1.5, LLaVA-NeXT, LLaVA-OneVision."
+        return 'LLaVA-' + {'next': 'NeXT', 'onevision': 'OneVision'}.get(self.name, self.name)
     def model_cls(self):
         "The transformers model class (imported on first use)."
         import transformers

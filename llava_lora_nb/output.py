@@ -309,7 +309,7 @@ def check_adapter_matches(output_dir, base_config):
     trained_on = RunSettings.read(output_dir).model_name_or_path
     if a.get('model_type') != b.get('model_type'):
         def fam(c):
-            try: f = family_of(c); return f"LLaVA-{'NeXT' if f.name == 'next' else f.name} ({f.model_type}, {f.model_class})"
+            try: f = family_of(c); return f"{f.title} ({f.model_type}, {f.model_class})"
             except LlavaLoraError: return f"'{c.get('model_type')}'"
         raise OutputError(f"{output_dir} was trained on a {fam(a)} model but the base is a {fam(b)} model; "
                           f"pass the base the adapter was trained from ({SETTINGS_NAME}: {trained_on}).")
