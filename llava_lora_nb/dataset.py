@@ -10,15 +10,18 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
 import torch
-from .core import staged_folder
-from .records import (DataError, Problem, ValidationReport, load_records, resolve_image_path, record_problems)
-from .images import open_image, process_image, image_crop, finish_image, pixel_lut, is_anyres, image_size_of, anyres_grid
+from .core import LlavaLoraError, staged_folder
+from .families import family_of
+from .records import (DataError, Problem, ValidationReport, load_records, resolve_image_path, record_problems, record_images)
+from .images import (open_image, process_image, image_crop, finish_image, pixel_lut, is_anyres, image_size_of, anyres_grid,
+                                  stack_image_tensors)
 from .prompts import (IGNORE_INDEX, image_truncation, TEMPLATES, get_template, template_for, tokenize_conversation, text_budget, num_image_tokens,
                                    _tokenizer, _image_token_id, _tok_info)
 
 # %% auto #0
-__all__ = ['CACHE_VERSION', 'validate_records', 'LazySupervisedDataset', 'token_lengths', 'stack_images',
-           'DataCollatorForSupervisedDataset', 'data_collator', 'tokenizer_fingerprint', 'PreprocessedCache']
+__all__ = ['CACHE_VERSION', 'validate_records', 'LazySupervisedDataset', 'token_lengths', 'stack_images', 'item_images',
+           'image_counts_batch', 'DataCollatorForSupervisedDataset', 'data_collator', 'tokenizer_fingerprint',
+           'PreprocessedCache']
 
 # %% ../nbs/03_dataset.ipynb #feafa824
 def _image_problems(jobs,            # `(index, id, path)` of the records whose image to decode
@@ -84,16 +87,18 @@ def validate_records(records,                    # list of records (e.g. from `l
         probs = list(record_problems(i, r, image_folder if folder_ok else '.', seen, specials, max_chars))
         rep.problems += probs
         if not isinstance(r, dict): continue
-        if 'image' in r and check_images and folder_ok and not any(p.field == 'image' for p in probs):
-            jobs.append((i, r.get('id'), resolve_image_path(image_folder, r['image'])))
-        if tok is None or any(p.field != 'image' and p.level == 'error' for p in probs): continue
+        images, bad_image = record_images(r), any(p.field.startswith('image') for p in probs)
+        if images and check_images and folder_ok and not bad_image:
+            jobs += [(i, r.get('id'), resolve_image_path(image_folder, im)) for im in images]
+        if tok is None or any(not p.field.startswith('image') and p.level == 'error' for p in probs): continue
         size = None
-        if anyres and 'image' in r:   # its size decides its image tokens: read from the file's header (a broken image is reported below)
-            if not folder_ok or any(p.field == 'image' for p in probs): continue
-            try: size = image_size_of(resolve_image_path(image_folder, r['image']))
+        if anyres and images:   # their sizes decide their image tokens: read from the files' headers (a broken image is reported below)
+            if not folder_ok or bad_image: continue
+            try: sizes = [image_size_of(resolve_image_path(image_folder, im)) for im in images]
             except Exception: continue
-            image_tokens.append(num_image_tokens(processor, size))
-        try: d = tokenize_conversation(r['conversations'], processor, tpl, has_image='image' in r, record_id=f"record {i} (id={r.get('id')!r})",
+            image_tokens += [num_image_tokens(processor, s, len(images)) for s in sizes]
+            size = sizes if len(images) > 1 else sizes[0]
+        try: d = tokenize_conversation(r['conversations'], processor, tpl, has_image=len(images), record_id=f"record {i} (id={r.get('id')!r})",
                                        max_length=cut, image_size=size)
         except DataError as e: rep.problems.append(Problem(i, r.get('id'), 'conversations', str(e))); continue
         L = len(d['input_ids']); lengths.append(L)
@@ -109,6 +114,7 @@ def validate_records(records,                    # list of records (e.g. from `l
     good = [r for r in records if isinstance(r, dict)]
     convs = [r.get('conversations') for r in good]
     rep.summary = dict(records=len(records), with_image=sum('image' in r for r in good), text_only=sum('image' not in r for r in good),
+                       **({'several_images': n_multi} if (n_multi := sum(len(record_images(r)) > 1 for r in good)) else {}),
                        turns=sum(len(c) // 2 for c in convs if isinstance(c, list)),
                        token_lengths=_percentiles(lengths) if lengths else None, model_max_length=model_max_length, truncated=truncated,
                        problems=len(rep.errors), warnings=len(rep.warnings))
@@ -117,7 +123,7 @@ def validate_records(records,                    # list of records (e.g. from `l
 
 # %% ../nbs/03_dataset.ipynb #57806a93
 class LazySupervisedDataset(torch.utils.data.Dataset):
-    "LLaVA records → `{'input_ids', 'labels', 'pixel_values'}` (LLaVA-NeXT: and `image_sizes`), tokenized and image-processed on access."
+    "LLaVA records → `{'input_ids', 'labels', 'pixel_values'}` (NeXT, OneVision: and `image_sizes`; several images: lists), tokenized and image-processed on access."
     def __init__(self,
                  data_path,                  # JSON/JSONL file (or a list of records)
                  image_folder,               # folder the image paths are relative to
@@ -139,21 +145,27 @@ class LazySupervisedDataset(torch.utils.data.Dataset):
     def _words(self, r): return sum(len(t['value'][:self._max_chars].split()) for t in r['conversations'])
     def _who(self, i): return f"record {i} (id={self.records[i].get('id')!r})"
     def image_size(self, i):
-        "`(height, width)` of record `i`'s image, read once from the file's header (None for a text-only record)."
-        r = self.records[i]
-        if 'image' not in r: return None
-        if r['image'] not in self._sizes:
-            path = resolve_image_path(self.image_folder, r['image'])
-            try: self._sizes[r['image']] = image_size_of(path)
-            except (OSError, ValueError) as e: raise DataError(f"{self._who(i)}: cannot read image {path} ({e}); run llava_lora_check") from None
-        return self._sizes[r['image']]
+        "`(height, width)` of record `i`'s image, read once from the file's header (None for a text-only record; several images: a list)."
+        images = record_images(self.records[i])
+        for rel in images:
+            if rel not in self._sizes:
+                path = resolve_image_path(self.image_folder, rel)
+                try: self._sizes[rel] = image_size_of(path)
+                except (OSError, ValueError) as e: raise DataError(f"{self._who(i)}: cannot read image {path} ({e}); run llava_lora_check") from None
+        sizes = [self._sizes[rel] for rel in images]
+        return None if not sizes else sizes[0] if len(sizes) == 1 else sizes
+    def image_token_counts(self, i) -> list:
+        "Image tokens of each of record `i`'s images: `num_image_tokens` (NeXT, OneVision: of the image's size; OneVision, several: base + newline)."
+        n = len(record_images(self.records[i]))
+        if not n or not self.anyres: return [self.n_image_tokens] * n
+        sizes = self.image_size(i)
+        return [num_image_tokens(self.processor, s, n) for s in (sizes if n > 1 else [sizes])]
     def image_tokens(self, i):
-        "How many image tokens record `i` has: `num_image_tokens` (LLaVA-NeXT: of its image's size), 0 for a text-only record."
-        if 'image' not in self.records[i]: return 0
-        return num_image_tokens(self.processor, self.image_size(i)) if self.anyres else self.n_image_tokens
+        "How many image tokens record `i` has in all (0 for a text-only record)."
+        return sum(self.image_token_counts(i))
     def _read_sizes(self):
-        "NeXT: read every image's header not read yet, in a thread pool (`lengths` needs them all); unreadable ones are named when used."
-        todo = list(dict.fromkeys(r['image'] for r in self.records if 'image' in r and r['image'] not in self._sizes))
+        "NeXT, OneVision: read every image's header not read yet, in a thread pool (`lengths` needs them all); unreadable ones are named when used."
+        todo = list(dict.fromkeys(rel for r in self.records for rel in record_images(r) if rel not in self._sizes))
         def size(rel):
             try: return image_size_of(resolve_image_path(self.image_folder, rel))
             except (OSError, ValueError): return None
@@ -171,8 +183,8 @@ class LazySupervisedDataset(torch.utils.data.Dataset):
     def tokenize(self, i):
         "`input_ids`/`labels` of record `i` (no image is opened)."
         r = self.records[i]
-        d = tokenize_conversation(r['conversations'], self.processor, self.template, has_image='image' in r,
-                                  record_id=self._who(i), n_image_tokens=self.image_tokens(i) or None, max_length=self.model_max_length)
+        d = tokenize_conversation(r['conversations'], self.processor, self.template, has_image=len(record_images(r)),
+                                  record_id=self._who(i), n_image_tokens=self.image_token_counts(i) or None, max_length=self.model_max_length)
         cut = image_truncation(d['input_ids'], _image_token_id(self.tokenizer) if 'image' in r else None, self.model_max_length)
         if cut: raise DataError(f"{self._who(i)}: {cut} (llava_lora_check lists such records)")
         return d
@@ -181,12 +193,13 @@ class LazySupervisedDataset(torch.utils.data.Dataset):
     def plain_item(self, i):
         "Item `i` computed from the record and its image file (what the cache stores and must reproduce exactly)."
         r, d = self.records[i], self.tokenize(i)
-        d['pixel_values'] = None
-        if 'image' in r:
-            path = resolve_image_path(self.image_folder, r['image'])
-            try: d['pixel_values'] = process_image(path, self.processor, self.image_aspect_ratio)
+        pv = []
+        for rel in record_images(r):
+            path = resolve_image_path(self.image_folder, rel)
+            try: pv.append(process_image(path, self.processor, self.image_aspect_ratio))
             except (OSError, ValueError) as e: raise DataError(f"{self._who(i)}: cannot read image {path} ({e}); run llava_lora_check") from None
-        if self.anyres: d['image_sizes'] = torch.tensor(self.image_size(i), dtype=torch.long) if 'image' in r else None
+        d['pixel_values'] = None if not pv else pv[0] if len(pv) == 1 else pv   # several images: a list, in order
+        if self.anyres: d['image_sizes'] = torch.tensor(self.image_size(i), dtype=torch.long) if pv else None
         return d
 
 # %% ../nbs/03_dataset.ipynb #0aeefaf6
@@ -203,16 +216,26 @@ def stack_images(pixel_values:list,     # each image's pixel values in batch ord
                  image_sizes:list=None): # LLaVA-NeXT: each image's `(height, width)`, in the same order
     "The batch's `pixel_values` (and `image_sizes`): NeXT tiles zero-padded to the batch's most, as the processor pads (the model counts the real ones from `image_sizes`)."
     if not pixel_values: return {}
-    if pixel_values[0].dim() == 3: return {'pixel_values': torch.stack(pixel_values)}
-    n = max(len(p) for p in pixel_values)
-    return {'pixel_values': torch.stack([torch.cat([p, p.new_zeros(n - len(p), *p.shape[1:])]) for p in pixel_values]),
-            'image_sizes': torch.stack(list(image_sizes))}
+    if pixel_values[0].dim() == 3: return {'pixel_values': stack_image_tensors(pixel_values)}
+    return {'pixel_values': stack_image_tensors(pixel_values), 'image_sizes': torch.stack(list(image_sizes))}
+
+def item_images(x) -> tuple:  # a dataset item (or a packed row's record)
+    "`(pixel values, image sizes)` of an item's images as two lists, one entry per image (sizes empty for LLaVA-1.5)."
+    pv, s = x.get('pixel_values'), x.get('image_sizes')
+    if pv is None: return [], []
+    if isinstance(pv, list): return list(pv), (list(s) if s is not None else [])
+    return [pv], ([s] if s is not None else [])
+
+def image_counts_batch(counts:list, batch_num_images:bool) -> dict:
+    "OneVision's `batch_num_images` (images of each record, in order) when a record has several; it then skips their tiles."
+    return {'batch_num_images': torch.tensor(counts, dtype=torch.long)} if batch_num_images and any(c > 1 for c in counts) else {}
 
 @dataclass
 class DataCollatorForSupervisedDataset:
     pad_token_id:int                 # the tokenizer's pad id
     model_max_length:int = 2048      # truncate longer rows
     image_token_id:int|None = None   # if given, refuse truncations that cut an image block
+    batch_num_images:bool = False    # OneVision: pass `batch_num_images` when a record has several images
     def __call__(self, instances):
         "Pad/truncate a list of dataset items into a batch `LlavaForConditionalGeneration(**batch)` (or `LlavaNextForConditionalGeneration`) accepts."
         M, ids, labels = self.model_max_length, [], []
@@ -227,8 +250,11 @@ class DataCollatorForSupervisedDataset:
                  'attention_mask': torch.zeros(len(ids), L, dtype=torch.long)}
         for k, (i, l) in enumerate(zip(ids, labels)):
             batch['input_ids'][k, :len(i)] = i; batch['labels'][k, :len(l)] = l; batch['attention_mask'][k, :len(i)] = 1
-        imgs = [x for x in instances if x.get('pixel_values') is not None]
-        batch.update(stack_images([x['pixel_values'] for x in imgs], [x.get('image_sizes') for x in imgs]))
+        pv, sizes, counts = [], [], []
+        for x in instances:
+            p, s = item_images(x); pv += p; sizes += s; counts.append(len(p))
+        batch.update(stack_images(pv, sizes))
+        batch.update(image_counts_batch(counts, self.batch_num_images))
         return batch
 
 # %% ../nbs/03_dataset.ipynb #ba100a59
@@ -237,10 +263,13 @@ def _pad_id(tok): return tok.pad_token_id if tok.pad_token_id is not None else (
 def data_collator(ds):  # a `LazySupervisedDataset` (or a dataset naming its own `collator_cls`, as `PackedDataset` does)
     "The collator for `ds`: its tokenizer's pad id (unk/eos if none), its `model_max_length`, image blocks protected (a `PackedDataset`'s: `DataCollatorForPackedRows`)."
     cls = getattr(ds, 'collator_cls', DataCollatorForSupervisedDataset)
-    return cls(_pad_id(ds.tokenizer), ds.model_max_length, _image_token_id(ds.tokenizer))
+    proc = getattr(getattr(ds, 'ds', ds), 'processor', None)
+    try: onevision = family_of(proc).name == 'onevision'
+    except LlavaLoraError: onevision = False
+    return cls(_pad_id(ds.tokenizer), ds.model_max_length, _image_token_id(ds.tokenizer), onevision)
 
 # %% ../nbs/03_dataset.ipynb #94eb2d3d
-CACHE_VERSION = 2   # 2: special-token text in records tokenized as text, turns cut to `text_budget`, images through `to_rgb`
+CACHE_VERSION = 3   # 2: special-token text in records tokenized as text, turns cut to `text_budget`, images through `to_rgb`; 3: several images per record
 
 def _sha(x) -> str:
     "sha256 of bytes, or of a JSON-able value (keys sorted)."
@@ -270,9 +299,15 @@ class _CropJob(torch.utils.data.Dataset):
         except (OSError, ValueError) as e:
             raise DataError(f"{ds._who(self.first_user[rel])}: cannot read image {path} ({e}); run llava_lora_check") from None
 
+def _same(a, b) -> bool:
+    "Two item values are the same: both None, equal tensors of one dtype, or lists of such."
+    if isinstance(a, list) or isinstance(b, list):
+        return isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and all(map(_same, a, b))
+    return (a is None and b is None) or (a is not None and b is not None and a.dtype == b.dtype and torch.equal(a, b))
+
 class PreprocessedCache:
     "Tokenized records and uint8 image crops of a `LazySupervisedDataset`, stored once in a folder and memory-mapped."
-    FILES = ('ids', 'labels', 'offsets', 'image_slot', 'images')
+    FILES = ('ids', 'labels', 'offsets', 'image_slots', 'slot_offsets', 'images')   # record i's images: image_slots[slot_offsets[i]:slot_offsets[i+1]]
     def __init__(self, path, manifest, built=False):
         self.path, self.manifest, self.built, self._arrays, self._lut = Path(path), manifest, built, None, (None, None)
     def __repr__(self): return f"PreprocessedCache({str(self.path)!r}, records={self.manifest['n_records']}, images={self.manifest['n_images']})"
@@ -284,11 +319,11 @@ class PreprocessedCache:
         ip = getattr(ds.processor, 'image_processor', ds.processor)
         stats = []
         for i, r in enumerate(ds.records):
-            if 'image' not in r: continue
-            path = resolve_image_path(ds.image_folder, r['image'])
-            try: st = os.stat(path)
-            except OSError as e: raise DataError(f"{ds._who(i)}: cannot read image {path} ({e.strerror}); run llava_lora_check") from None
-            stats.append((r['image'], st.st_size, st.st_mtime_ns))
+            for rel in record_images(r):
+                path = resolve_image_path(ds.image_folder, rel)
+                try: st = os.stat(path)
+                except OSError as e: raise DataError(f"{ds._who(i)}: cannot read image {path} ({e.strerror}); run llava_lora_check") from None
+                stats.append((rel, st.st_size, st.st_mtime_ns))
         return {'version': CACHE_VERSION, 'records': _sha(ds.records), 'tokenizer': tokenizer_fingerprint(ds.tokenizer),
                 'template': _sha(asdict(ds.template)), 'n_image_tokens': ds.n_image_tokens, 'model_max_length': ds.model_max_length,
                 'image_aspect_ratio': ds.image_aspect_ratio, 'image_processor': _sha({'class': type(ip).__name__, **ip.to_dict()}),
@@ -322,13 +357,16 @@ class PreprocessedCache:
             np.save(tmp/'ids.npy', cat(ids)); np.save(tmp/'labels.npy', cat(labels)); np.save(tmp/'offsets.npy', np.array(offsets, np.int64))
             first_user = {}
             for i, r in enumerate(ds.records):
-                if 'image' in r: first_user.setdefault(r['image'], i)
+                for rel in record_images(r): first_user.setdefault(rel, i)
             images = list(first_user)
             slot = {rel: k for k, rel in enumerate(images)}
-            np.save(tmp/'image_slot.npy', np.array([slot[r['image']] if 'image' in r else -1 for r in ds.records], np.int32))
+            slots = [[slot[rel] for rel in record_images(r)] for r in ds.records]
+            np.save(tmp/'image_slots.npy', np.array([k for s in slots for k in s], np.int32).reshape(-1))
+            np.save(tmp/'slot_offsets.npy', np.concatenate([[0], np.cumsum([len(s) for s in slots])]).astype(np.int64))
             store, shape = None, None
             if ds.anyres:   # LLaVA-NeXT: one flat array of tiles, image k = tiles[k]:tiles[k+1] (its count known from its size)
-                sizes = [ds.image_size(first_user[rel]) for rel in images]
+                for rel in images: ds.image_size(first_user[rel])   # reads each image's header once (a record's images: all of them)
+                sizes = [ds._sizes[rel] for rel in images]
                 tiles = np.concatenate([[0], np.cumsum([1 + int(np.prod(anyres_grid(ds.processor, s)[1])) for s in sizes])]).astype(np.int64)
                 np.save(tmp/'tiles.npy', tiles); np.save(tmp/'image_sizes.npy', np.array(sizes, np.int64).reshape(-1, 2))
             dl = torch.utils.data.DataLoader(_CropJob(ds, images, first_user), batch_size=None, num_workers=num_workers)
@@ -369,22 +407,24 @@ class PreprocessedCache:
         a = self.arrays(); s, e = int(a['offsets'][i]), int(a['offsets'][i + 1])
         d = {'input_ids': torch.from_numpy(a['ids'][s:e].astype(np.int64)), 'labels': torch.from_numpy(a['labels'][s:e].astype(np.int64)),
              'pixel_values': None}
-        k = int(a['image_slot'][i])
-        if k >= 0:   # rescale + normalize act on each value alone, so a per-channel lookup table gives the processor's result exactly
+        pv, sizes = [], []
+        for k in a['image_slots'][int(a['slot_offsets'][i]):int(a['slot_offsets'][i + 1])].tolist():
+            # rescale + normalize act on each value alone, so a per-channel lookup table gives the processor's result exactly
             ip = getattr(processor, 'image_processor', processor)
             if self._lut[0] is not ip: self._lut = (ip, pixel_lut(ip))
             lut = self._lut[1]
-            if 'tiles' in a:   # LLaVA-NeXT: the image's base image and tiles, channels on axis 1
+            if 'tiles' in a:   # NeXT, OneVision: the image's base image and tiles, channels on axis 1
                 crop = a['images'][int(a['tiles'][k]):int(a['tiles'][k + 1])]
                 out = np.empty(crop.shape, np.float32)
                 for c in range(crop.shape[1]): out[:, c] = lut[c][crop[:, c]]
-                d['image_sizes'] = torch.from_numpy(a['image_sizes'][k].astype(np.int64))
+                sizes.append(torch.from_numpy(a['image_sizes'][k].astype(np.int64)))
             else:
                 crop = a['images'][k]
                 out = np.empty(crop.shape, np.float32)
                 for c in range(crop.shape[0]): np.take(lut[c], crop[c], out=out[c])
-            d['pixel_values'] = torch.from_numpy(out)
-        elif 'tiles' in a: d['image_sizes'] = None
+            pv.append(torch.from_numpy(out))
+        if pv: d['pixel_values'] = pv[0] if len(pv) == 1 else pv   # several images: a list, as `plain_item` gives
+        if 'tiles' in a: d['image_sizes'] = None if not sizes else sizes[0] if len(sizes) == 1 else torch.stack(sizes)
         return d
 
     def check(self, ds, n:int=8):
@@ -394,8 +434,7 @@ class PreprocessedCache:
         for i in sorted(set(with_img + text + ([len(ds) - 1] if len(ds) else []))):
             a, b = self.item(i, ds.processor), ds.plain_item(i)
             for key in ('input_ids', 'labels', 'pixel_values') + (('image_sizes',) if ds.anyres else ()):
-                same = (a[key] is None and b[key] is None) or (a[key] is not None and b[key] is not None and a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]))
-                if not same:
+                if not _same(a[key], b[key]):
                     ip = getattr(ds.processor, 'image_processor', ds.processor)
                     raise DataError(f"preprocessing cache: {ds._who(i)} differs from the plain path in {key} "
                                     f"(image processor {type(ip).__name__}); this setup cannot be cached exactly, train without cache_dir")

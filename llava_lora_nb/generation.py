@@ -45,7 +45,9 @@ def _left_pad(inputs:list, pad_id:int) -> dict:
     batch = {'input_ids': ids, 'attention_mask': mask}
     from llava_lora_nb.dataset import stack_images
     imgs = [x for x in inputs if 'pixel_values' in x]   # in batch order: the model fills the image tokens row by row
-    batch.update(stack_images([x['pixel_values'][0] for x in imgs], [x['image_sizes'][0] for x in imgs if 'image_sizes' in x]))
+    batch.update(stack_images([p for x in imgs for p in x['pixel_values']], [s for x in imgs if 'image_sizes' in x for s in x['image_sizes']]))
+    if any('batch_num_images' in x for x in inputs):    # OneVision with several images in a question: each question's count
+        batch['batch_num_images'] = torch.tensor([len(x['pixel_values']) if 'pixel_values' in x else 0 for x in inputs], dtype=torch.long)
     return batch
 
 def _cut_at_eos(ids:list, eos) -> list:

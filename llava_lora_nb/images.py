@@ -14,7 +14,8 @@ from .records import DataError
 
 # %% auto #0
 __all__ = ['IMAGE_ASPECT_RATIOS', 'is_anyres', 'image_size_of', 'anyres_grid', 'anyres_image_tokens', 'show_anyres', 'to_rgb',
-           'open_image', 'expand2square', 'process_image', 'image_crop', 'finish_image', 'pixel_lut']
+           'open_image', 'expand2square', 'process_image', 'stack_image_tensors', 'image_crop', 'finish_image',
+           'pixel_lut']
 
 # %% ../nbs/01a_images.ipynb #60f222ae
 def is_anyres(processor):  # a processor, or its image processor
@@ -60,13 +61,16 @@ def anyres_grid(processor,    # a `LlavaNextProcessor` (or its image processor, 
     return (H, W), (H // side, W // side)
 
 def anyres_image_tokens(processor,    # a `LlavaNextProcessor` / `LlavaOnevisionProcessor` (or its config: the same count from the model's geometry)
-                        image_size):  # `(height, width)` of the image
+                        image_size,   # `(height, width)` of the image
+                        alone:bool=True):  # False: one of several images of a record (OneVision then keeps its base image and one newline)
     "`<image>` tokens one image of `image_size` becomes: base image + the tiles' features without padding (OneVision: pooled to `anyres_max_N`) + one newline per row."
+    _, side, p, extra, strategy, most = _anyres_geometry(processor)   # p: features along one side of a tile
+    if most and not alone:   # OneVision with several images in the record: no tiles, the base image's features and one newline
+        return p * p + extra + 1 - (strategy == 'default')
     if image_size is None:
         raise DataError("LLaVA-NeXT: how many image tokens an image becomes depends on its size: give image_size=(height, width)")
     h, w = (int(x) for x in image_size)
     _, (rows, cols) = anyres_grid(processor, (h, w))
-    _, side, p, extra, strategy, most = _anyres_geometry(processor)   # p: features along one side of a tile
     fh, fw = rows * p, cols * p                # the tiles' features as one grid
     if w / h > fw / fh: fh -= 2 * ((fh - int(round(h * (fw / w), 7))) // 2)   # cut the rows / columns that saw only padding
     else: fw -= 2 * ((fw - int(round(w * (fh / h), 7))) // 2)
@@ -148,6 +152,12 @@ def process_image(img,                        # PIL image, or a path to one
     "Preprocess one image exactly as training does: `FloatTensor[3,H,W]`, or for LLaVA-NeXT its base image and tiles `[1+tiles,3,H,W]`."
     ip = getattr(image_processor, 'image_processor', image_processor)
     return ip(_prepare_image(img, ip, image_aspect_ratio), return_tensors='pt')['pixel_values'][0]
+
+def stack_image_tensors(pixel_values:list):  # each image's `process_image` output, in order
+    "Several images' pixel values as one tensor: `[n,3,H,W]`, or NeXT / OneVision tiles zero-padded to the most, `[n,tiles,3,H,W]` (as the processor pads)."
+    if pixel_values[0].dim() == 3: return torch.stack(pixel_values)
+    n = max(len(p) for p in pixel_values)
+    return torch.stack([torch.cat([p, p.new_zeros(n - len(p), *p.shape[1:])]) for p in pixel_values])
 
 # %% ../nbs/01a_images.ipynb #4afa2ae4
 def image_crop(img, image_processor, image_aspect_ratio='pad'):

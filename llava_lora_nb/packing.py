@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from .prompts import IGNORE_INDEX
-from .dataset import stack_images, DataCollatorForSupervisedDataset, token_lengths
+from .dataset import stack_images, item_images, image_counts_batch, DataCollatorForSupervisedDataset, token_lengths
 
 # %% auto #0
 __all__ = ['pack_records', 'record_token_lengths', 'PackedDataset', 'DataCollatorForPackedRows', 'per_record_losses']
@@ -70,15 +70,15 @@ class PackedDataset(torch.utils.data.Dataset):
     @property
     def modality_lengths(self): return [l if self.has_image[r[0]] else -l for l, r in zip(self.lengths, self.rows)]
     def __getitem__(self, j):
-        ids, labels, pos, pv, sizes = [], [], [], [], []
+        ids, labels, pos, pv, sizes, counts = [], [], [], [], [], []
         for i in self.rows[j]:
             x = self.ds[i]
             n = min(len(x['input_ids']), self.max_length)
             l = x['labels'][:n].clone(); l[0] = IGNORE_INDEX   # never a target, as position 0 of an unpacked row: nothing is predicted across records
             ids.append(x['input_ids'][:n]); labels.append(l); pos.append(torch.arange(n))
-            if x.get('pixel_values') is not None: pv.append(x['pixel_values']); sizes.append(x.get('image_sizes'))
+            p, s = item_images(x); pv += p; sizes += s; counts.append(len(p))
         return {'input_ids': torch.cat(ids), 'labels': torch.cat(labels), 'position_ids': torch.cat(pos),
-                'pixel_values': pv, 'image_sizes': sizes}   # images in the order of their records in the row
+                'pixel_values': pv, 'image_sizes': sizes, 'image_counts': counts}   # images in the order of their records in the row
 
 # %% ../nbs/03b_packing.ipynb #fd24a696
 @dataclass
@@ -86,10 +86,11 @@ class DataCollatorForPackedRows:
     pad_token_id:int                 # the tokenizer's pad id
     model_max_length:int = 2048      # for unpacked items (an evaluation set): padded as `DataCollatorForSupervisedDataset` does
     image_token_id:int|None = None
+    batch_num_images:bool = False    # OneVision: each record's image count (not the row's), so a record with one image keeps its tiles
     def __call__(self, rows):
         "Pad rows of a `PackedDataset` into a batch: no attention mask, the padding its own segment, images in row order."
         if 'position_ids' not in rows[0]:   # plain records (e.g. a held-out set next to packed training): the plain collator
-            return DataCollatorForSupervisedDataset(self.pad_token_id, self.model_max_length, self.image_token_id)(rows)
+            return DataCollatorForSupervisedDataset(self.pad_token_id, self.model_max_length, self.image_token_id, self.batch_num_images)(rows)
         L = max(len(r['input_ids']) for r in rows)
         batch = {'input_ids': torch.full((len(rows), L), self.pad_token_id, dtype=torch.long),
                  'labels': torch.full((len(rows), L), IGNORE_INDEX, dtype=torch.long),
@@ -99,6 +100,7 @@ class DataCollatorForPackedRows:
             batch['input_ids'][k, :n] = r['input_ids']; batch['labels'][k, :n] = r['labels']
             batch['position_ids'][k, :n] = r['position_ids']; batch['position_ids'][k, n:] = torch.arange(L - n)
         batch.update(stack_images([p for r in rows for p in r['pixel_values']], [s for r in rows for s in r['image_sizes']]))
+        batch.update(image_counts_batch([c for r in rows for c in r['image_counts']], self.batch_num_images))
         batch['use_cache'] = False   # with a cache, transformers does not derive the block-diagonal mask from position_ids
         return batch
 

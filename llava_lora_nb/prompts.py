@@ -12,7 +12,7 @@ from PIL import Image
 from .core import LlavaLoraError
 from .families import family_of
 from .records import DataError, DEFAULT_IMAGE_TOKEN, ROLES
-from .images import is_anyres, image_size_of, anyres_grid, anyres_image_tokens, open_image, process_image
+from .images import is_anyres, image_size_of, anyres_grid, anyres_image_tokens, open_image, process_image, stack_image_tensors, _max_tiles
 
 # %% auto #0
 __all__ = ['TEMPLATES', 'TEMPLATE_ALIASES', 'LLAVA_CHAT_TEMPLATE', 'IGNORE_INDEX', 'Template', 'template_for', 'get_template',
@@ -62,18 +62,34 @@ def get_template(name):  # a name in `TEMPLATES` (or alias 'v1'), or a `Template
     return TEMPLATES[key]
 
 # %% ../nbs/02_prompts.ipynb #2226a15d
-def _move_image_first(conversations, has_image, record_id=None):
-    "Copy of `conversations` with `<image>` moved to the start of its turn (LLaVA's `preprocess_multimodal`)."
-    who = f"{record_id}: " if record_id else ''
+def _move_image_first(conversations, has_image, record_id=None):  # has_image: False, True, or how many images the record has
+    "Copy of `conversations` with each `<image>` where LLaVA puts it: at the start of its turn (`preprocess_multimodal`); several in one turn stay in place."
+    who, n_images = f"{record_id}: " if record_id else '', int(has_image)
     convs = [dict(t) for t in conversations]
     n = sum(t['value'].count(DEFAULT_IMAGE_TOKEN) for t in convs)
-    if not has_image:
+    if not n_images:
         if n: raise DataError(f"{who}the conversation has an '<image>' placeholder but no image")
         return convs
-    if n != 1 or DEFAULT_IMAGE_TOKEN not in convs[0]['value']:
-        raise DataError(f"{who}a record with an image needs exactly one '<image>' placeholder, in the first human turn (found {n})")
-    convs[0]['value'] = DEFAULT_IMAGE_TOKEN + '\n' + convs[0]['value'].replace(DEFAULT_IMAGE_TOKEN, '').strip()
+    if n_images == 1:
+        if n != 1 or DEFAULT_IMAGE_TOKEN not in convs[0]['value']:
+            raise DataError(f"{who}a record with an image needs exactly one '<image>' placeholder, in the first human turn (found {n})")
+        convs[0]['value'] = DEFAULT_IMAGE_TOKEN + '\n' + convs[0]['value'].replace(DEFAULT_IMAGE_TOKEN, '').strip()
+        return convs
+    if any(DEFAULT_IMAGE_TOKEN in t['value'] for t in convs[1::2]) or n != n_images:   # several: the LLaVA-NeXT repository's rule
+        raise DataError(f"{who}{n} '<image>' placeholders for {n_images} images: give one '<image>' per image, in the human turns (none in an answer)")
+    for t in convs[::2]:
+        if t['value'].count(DEFAULT_IMAGE_TOKEN) == 1: t['value'] = DEFAULT_IMAGE_TOKEN + '\n' + t['value'].replace(DEFAULT_IMAGE_TOKEN, '').strip()
     return convs
+
+def _outside_images(text, literal):
+    "The `literal` spans with every `<image>` placeholder cut out: placeholders are the image's token, never text."
+    out = []
+    for s, e in literal:
+        base = s
+        for m in re.finditer(re.escape(DEFAULT_IMAGE_TOKEN), text[base:e]):
+            out.append((s, base + m.start())); s = base + m.end()
+        out.append((s, e))
+    return [(s, e) for s, e in out if e > s]
 
 def _render(conversations, template='vicuna_v1', eos:str='</s>', add_generation_prompt=False, has_image=True, record_id=None,
             max_chars:int=None):  # cut each turn's text, and the record's, to this many characters (None: no cut)
@@ -83,7 +99,7 @@ def _render(conversations, template='vicuna_v1', eos:str='</s>', add_generation_
         if not isinstance(t, dict) or t.get('from') != ROLES[j % 2] or not isinstance(t.get('value'), str):
             raise DataError(f"{who}turn {j} must be {{'from': {ROLES[j % 2]!r}, 'value': str}}: turns alternate human, gpt, ... (run validate_records)")
     convs = _move_image_first(conversations, has_image, record_id)
-    lead = [len(DEFAULT_IMAGE_TOKEN) + 1 if has_image and j == 0 else 0 for j in range(len(convs))]  # the `<image>\n` the template put there
+    lead = [len(DEFAULT_IMAGE_TOKEN) + 1 if has_image and t['value'].startswith(DEFAULT_IMAGE_TOKEN + '\n') else 0 for t in convs]  # a leading `<image>\n`
     if max_chars is not None:
         for j, t in enumerate(convs): t['value'] = t['value'][:lead[j] + max_chars]
         if not add_generation_prompt:   # the whole record too: once the text so far holds max_chars characters (> max_length
@@ -94,8 +110,8 @@ def _render(conversations, template='vicuna_v1', eos:str='</s>', add_generation_
     close = tpl.sep2 if tpl.sep2 is not None else eos
     spans, literal = [], []
     if tpl.style == 'plain':
-        if not has_image or len(convs) not in (1, 2) or (len(convs) == 1 and not add_generation_prompt):
-            raise DataError(f"{who}the 'plain' template needs an image and exactly one question/answer pair (found {len(convs)} turns)")
+        if int(has_image) != 1 or len(convs) not in (1, 2) or (len(convs) == 1 and not add_generation_prompt):
+            raise DataError(f"{who}the 'plain' template needs one image and exactly one question/answer pair (found {len(convs)} turns, {int(has_image)} images)")
         text = DEFAULT_IMAGE_TOKEN
         if len(convs) == 2:
             if add_generation_prompt: raise DataError(f"{who}a generation prompt needs a conversation that ends with a question")
@@ -104,7 +120,8 @@ def _render(conversations, template='vicuna_v1', eos:str='</s>', add_generation_
         return text, spans, literal
     if tpl.style in ('llama_2', 'mpt', 'chatml'):
         if add_generation_prompt and len(convs) % 2 == 0: raise DataError(f"{who}a generation prompt needs a conversation that ends with a question")
-        return _render_inst(tpl, convs, lead, close, add_generation_prompt)
+        text, spans, literal = _render_inst(tpl, convs, lead, close, add_generation_prompt)
+        return text, spans, _outside_images(text, literal) if has_image else literal
     user, asst = tpl.roles
     text = tpl.system + tpl.sep if tpl.system else ''
     for j, t in enumerate(convs):
@@ -118,7 +135,7 @@ def _render(conversations, template='vicuna_v1', eos:str='</s>', add_generation_
     if add_generation_prompt:
         if len(convs) % 2 == 0: raise DataError(f"{who}a generation prompt needs a conversation that ends with a question")
         text += f"{asst}:"
-    return text, spans, literal
+    return text, spans, _outside_images(text, literal) if has_image else literal
 
 def _render_inst(tpl, convs, lead, close, add_generation_prompt):
     "Text, answer spans and literal spans for the original's `LLAMA_2` (mistral_instruct), `MPT` (chatml_direct) and `CHATML` (qwen_1_5) styles."
@@ -154,7 +171,7 @@ def render_prompt(conversations,                 # list of {'from', 'value'} tur
                   template='vicuna_v1',          # template name or `Template`
                   eos:str='</s>',                # text of the tokenizer's EOS token (used when `sep2` is None)
                   add_generation_prompt=False,   # end with the assistant's role, ready for `generate`
-                  has_image=True,                # move `<image>` to the front of the first question
+                  has_image=True,                # move `<image>` to the front of the first question (an int: the record's number of images)
                   record_id=None):               # named in errors
     "The template's text for `conversations` and the character spans `(start, end, answer)` of each supervised answer."
     return _render(conversations, template, eos, add_generation_prompt, has_image, record_id)[:2]
@@ -181,10 +198,11 @@ def _image_token_id(tok):
         raise DataError("the tokenizer has no '<image>' token: use the LLaVA processor's tokenizer (llava-hf checkpoints add it)")
     return tid
 
-def num_image_tokens(processor,         # a `LlavaProcessor` or `LlavaNextProcessor` (a bare tokenizer gives 1)
-                     image_size=None):  # `(height, width)` of the image: LLaVA-NeXT's count depends on it (1.5 ignores it)
-    "How many `<image>` tokens one image becomes in `input_ids` (576 for LLaVA-1.5 at 336px, 16 for the tiny model; NeXT: `anyres_image_tokens`)."
-    if is_anyres(processor): return anyres_image_tokens(processor, image_size)
+def num_image_tokens(processor,         # a `LlavaProcessor`, `LlavaNextProcessor` or `LlavaOnevisionProcessor` (a bare tokenizer gives 1)
+                     image_size=None,   # `(height, width)` of the image: NeXT's and OneVision's count depends on it (1.5 ignores it)
+                     n_images:int=1):   # images in the record: OneVision reduces each of several to its base image and one newline
+    "How many `<image>` tokens one image becomes in `input_ids` (576 for LLaVA-1.5 at 336px, 16 for the tiny model; NeXT, OneVision: `anyres_image_tokens`)."
+    if is_anyres(processor): return anyres_image_tokens(processor, image_size, alone=n_images <= 1)
     for a in ('num_image_tokens', 'image_seq_length'):
         if isinstance(getattr(processor, a, None), int): return getattr(processor, a)
     ip = getattr(processor, 'image_processor', None)
@@ -253,22 +271,23 @@ def _encode(text, tok, spans=(), record_id=None,
 def tokenize_conversation(conversations,          # list of {'from': 'human'|'gpt', 'value': str} turns
                           processor_or_tokenizer, # `LlavaProcessor` (image tokens expanded) or a tokenizer
                           template=None,          # template name or `Template` (None: the processor's family's, `template_for`)
-                          has_image:bool=True,    # the record has an image (its `<image>` placeholder is expanded)
+                          has_image:bool|int=True,  # the record has an image (its `<image>` placeholder is expanded); an int: how many
                           record_id=None,         # named in errors, e.g. "record 12 (id='a')"
-                          n_image_tokens:int=None,  # image tokens per image; default: `num_image_tokens(processor, image_size)`
-                          image_size=None,        # `(height, width)` of the record's image (LLaVA-NeXT: decides its image tokens)
+                          n_image_tokens:int|list=None,  # image tokens per image (a list: each image's); default: `num_image_tokens`
+                          image_size=None,        # `(height, width)` of the record's image (NeXT, OneVision: decides its image tokens); several: a list
                           max_length:int=None):   # `model_max_length`: each turn's text is cut to `text_budget` characters (None: no cut)
-    "`input_ids` and `labels` (LongTensors) for one conversation: labels are -100 except each answer and its closing EOS."
+    "`input_ids` and `labels` (LongTensors) for one conversation: labels are -100 except each answer and its closing EOS; each `<image>` expanded."
     tok, who = _tokenizer(processor_or_tokenizer), f"{record_id}: " if record_id else ''
     tpl = get_template(template_for(processor_or_tokenizer, template))
     text, spans, literal = _render(conversations, tpl, tok.eos_token, has_image=has_image, record_id=record_id,
                                    max_chars=text_budget(tok, max_length) if max_length else None)
-    ids, cover = _encode(text, tok, spans, record_id, literal=literal)   # the prompt with ONE `<image>`: expanded below
-    if has_image:
+    ids, cover = _encode(text, tok, spans, record_id, literal=literal)   # one id per `<image>`: expanded below
+    n_images = int(has_image)
+    if n_images:
         img_id = _image_token_id(tok)
-        if ids.count(img_id) != 1:
-            raise DataError(f"{who}expected the '<image>' placeholder to become one image token, found {ids.count(img_id)}: the tokenizer splits '<image>'")
-        at = ids.index(img_id)
+        at = [k for k, x in enumerate(ids) if x == img_id]
+        if len(at) != n_images:
+            raise DataError(f"{who}expected the {n_images} '<image>' placeholder(s) to become {n_images} image token(s), found {len(at)}: the tokenizer splits '<image>'")
     labels = [IGNORE_INDEX] * len(ids)
     for (s, e, answer), idx in zip(spans, cover):   # text[s:e]: the answer with the template's space before and closing token after
         got = tok.decode([ids[k] for k in idx], skip_special_tokens=False, clean_up_tokenization_spaces=False)
@@ -277,9 +296,14 @@ def tokenize_conversation(conversations,          # list of {'from': 'human'|'gp
                             f"check that template {tpl.name!r} fits this tokenizer")
         for k in idx: labels[k] = ids[k]
     ids, labels = torch.tensor(ids, dtype=torch.long), torch.tensor(labels, dtype=torch.long)
-    if has_image:   # the one image id becomes `n_img` (cheaper on tensors than building 600-long lists)
-        n_img = n_image_tokens or num_image_tokens(processor_or_tokenizer, image_size)
-        ids, labels = [torch.cat([t[:at], t[at:at + 1].expand(n_img), t[at + 1:]]) for t in (ids, labels)]
+    if n_images:   # each image id becomes that image's count (cheaper on tensors than building 600-long lists)
+        sizes = list(image_size) if n_images > 1 and image_size is not None else [image_size] * n_images
+        counts = list(n_image_tokens) if isinstance(n_image_tokens, (list, tuple)) else \
+                 [n_image_tokens or num_image_tokens(processor_or_tokenizer, s, n_images) for s in sizes]
+        bounds = [-1] + at + [len(ids)]
+        ids, labels = [torch.cat([p for k in range(len(at) + 1) for p in
+                                  ((t[at[k - 1]:at[k - 1] + 1].expand(counts[k - 1]),) if k else ()) + (t[bounds[k] + 1:bounds[k + 1]],)])
+                       for t in (ids, labels)]
     return {'input_ids': ids, 'labels': labels}
 
 # %% ../nbs/02_prompts.ipynb #53e448c9
@@ -338,29 +362,35 @@ def image_truncation(input_ids,          # a record's token ids (1-D LongTensor)
 def build_inference_inputs(conversations_or_question,  # a question string, or turns (a trailing gpt turn is dropped)
                            processor,                  # the `LlavaProcessor` used in training
                            template=None,              # the template used in training (None: the family's, `template_for`)
-                           image=None,                 # PIL image or path (None: text-only)
+                           image=None,                 # PIL image or path (None: text-only); several: a list, in the order of their `<image>`s
                            image_aspect_ratio='pad'):  # as in training
-    "Batched `input_ids`, `attention_mask` (and `pixel_values`; NeXT: and `image_sizes`) for `model.generate`: exactly the training prompt up to the answer."
+    "Batched `input_ids`, `attention_mask` (and `pixel_values`, one entry per image; NeXT, OneVision: and `image_sizes`) for `model.generate`: exactly the training prompt up to the answer."
+    images = [] if image is None else list(image) if isinstance(image, (list, tuple)) else [image]
+    lead = (DEFAULT_IMAGE_TOKEN + '\n') * len(images)   # a question without placeholders gets them in front
     if isinstance(conversations_or_question, str):
         q = conversations_or_question
-        if image is not None and DEFAULT_IMAGE_TOKEN not in q: q = DEFAULT_IMAGE_TOKEN + '\n' + q
+        if images and DEFAULT_IMAGE_TOKEN not in q: q = lead + q
         convs = [{'from': 'human', 'value': q}]
     else:
         convs = [dict(t) for t in conversations_or_question]
         if convs and convs[-1].get('from') == 'gpt': convs = convs[:-1]
-        if image is not None and convs and not any(DEFAULT_IMAGE_TOKEN in t['value'] for t in convs):
-            convs[0]['value'] = DEFAULT_IMAGE_TOKEN + '\n' + convs[0]['value']
+        if images and convs and not any(DEFAULT_IMAGE_TOKEN in t['value'] for t in convs): convs[0]['value'] = lead + convs[0]['value']
     tok = _tokenizer(processor)
-    text, _, literal = _render(convs, template_for(processor, template), tok.eos_token, add_generation_prompt=True, has_image=image is not None)
-    ids, _ = _encode(text, tok, literal=literal)   # the question's text is text; the one `<image>` is expanded as in training
-    size = None
-    if image is not None:
-        if not isinstance(image, Image.Image): image = open_image(image)
-        size = image_size_of(image) if is_anyres(processor) else None
-        at = ids.index(_image_token_id(tok)); ids = ids[:at] + ids[at:at + 1] * num_image_tokens(processor, size) + ids[at + 1:]
+    text, _, literal = _render(convs, template_for(processor, template), tok.eos_token, add_generation_prompt=True, has_image=len(images))
+    ids, _ = _encode(text, tok, literal=literal)   # the question's text is text; each `<image>` is expanded as in training
+    images = [im if isinstance(im, Image.Image) else open_image(im) for im in images]
+    sizes = [image_size_of(im) for im in images] if is_anyres(processor) else [None] * len(images)
+    if images:
+        img_id, out_ids = _image_token_id(tok), []
+        for s in sizes:
+            at = ids.index(img_id); out_ids += ids[:at] + [img_id] * num_image_tokens(processor, s, len(images)); ids = ids[at + 1:]
+        ids = out_ids + ids
     out = {'input_ids': torch.tensor([ids], dtype=torch.long), 'attention_mask': torch.ones(1, len(ids), dtype=torch.long)}
-    if image is not None: out['pixel_values'] = process_image(image, processor, image_aspect_ratio)[None]
-    if size is not None: out['image_sizes'] = torch.tensor([size], dtype=torch.long)
+    if images:
+        out['pixel_values'] = stack_image_tensors([process_image(im, processor, image_aspect_ratio) for im in images])
+    if images and sizes[0] is not None: out['image_sizes'] = torch.tensor(sizes, dtype=torch.long)
+    if len(images) > 1 and _max_tiles(getattr(processor, 'vision_aspect_ratio', None)):   # OneVision: several images skip their tiles
+        out['batch_num_images'] = torch.tensor([len(images)], dtype=torch.long)
     return out
 
 # %% ../nbs/02_prompts.ipynb #df0fd331
@@ -368,11 +398,15 @@ def _jq(s:str)->str:
     "A Jinja string literal for `s`."
     return "'" + s.replace('\\', '\\\\').replace("'", "\\'").replace('\n', '\\n') + "'"
 
-_BODY = ("{%- macro body(m) -%}{%- if m['content'] is string -%}"
-         "{%- if '<image>' in m['content'] -%}{{ '<image>\\n' + m['content'] | replace('<image>', '') | trim }}{%- else -%}{{ m['content'] }}{%- endif -%}"
-         "{%- else -%}{%- set txt = m['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('\\n') -%}"
-         "{%- if m['content'] | selectattr('type', 'equalto', 'image') | list -%}{{ '<image>\\n' + txt | trim }}{%- else -%}{{ txt }}{%- endif -%}"
-         "{%- endif -%}{%- endmacro -%}")
+_BODY = ("{%- macro body(m) -%}{%- if m['content'] is string -%}"   # one image: `<image>\\n` first, as in training; several: where they are
+         "{%- if m['content'].split('<image>') | length == 2 -%}{{ '<image>\\n' + m['content'] | replace('<image>', '') | trim }}"
+         "{%- else -%}{{ m['content'] }}{%- endif -%}"
+         "{%- else -%}{%- set n = m['content'] | selectattr('type', 'equalto', 'image') | list | length -%}"
+         "{%- if n > 1 -%}{%- for c in m['content'] -%}{%- if c['type'] == 'image' -%}{{ '<image>' }}{%- elif c['type'] == 'text' -%}{{ c['text'] }}"
+         "{%- endif -%}{%- endfor -%}"
+         "{%- elif n == 1 -%}{{ '<image>\\n' + m['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('') | trim }}"
+         "{%- else -%}{{ m['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('\\n') }}"
+         "{%- endif -%}{%- endif -%}{%- endmacro -%}")
 
 def chat_template(template='vicuna_v1')->str: # template name or `Template`
     "The Jinja chat template that renders `template` exactly as training does, with `{% generation %}` around what is supervised."

@@ -10,13 +10,18 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from .core import LlavaLoraError
 
 # %% auto #0
-__all__ = ['DEFAULT_IMAGE_TOKEN', 'ROLES', 'TABLE_COLUMNS', 'DataError', 'load_records', 'resolve_image_path', 'Problem',
-           'ValidationReport', 'record_problems', 'to_hf_messages', 'from_hf_messages', 'to_sharegpt', 'from_sharegpt',
-           'to_table', 'from_table', 'write_table', 'read_table', 'split_by_id', 'shared_records']
+__all__ = ['DEFAULT_IMAGE_TOKEN', 'ROLES', 'TABLE_COLUMNS', 'record_images', 'DataError', 'load_records', 'resolve_image_path',
+           'Problem', 'ValidationReport', 'record_problems', 'to_hf_messages', 'from_hf_messages', 'to_sharegpt',
+           'from_sharegpt', 'to_table', 'from_table', 'write_table', 'read_table', 'split_by_id', 'shared_records']
 
 # %% ../nbs/01_records.ipynb #cc6662d2
-DEFAULT_IMAGE_TOKEN = '<image>'   # the placeholder a record's first question holds for its image
+DEFAULT_IMAGE_TOKEN = '<image>'   # the placeholder a record's first question holds for its image (one per image)
 ROLES = ('human', 'gpt')          # who speaks, alternating, starting with the question
+
+def record_images(r) -> list:  # a record
+    "The record's image paths in order: `[]` (text only), `[path]` (`'image': 'a.jpg'`) or several (`'image': ['a.jpg', 'b.jpg']`)."
+    if not isinstance(r, dict) or 'image' not in r: return []
+    return list(r['image']) if isinstance(r['image'], list) else [r['image']]
 
 # %% ../nbs/01_records.ipynb #dd13f251
 class DataError(LlavaLoraError):
@@ -44,9 +49,8 @@ def load_records(path):  # a `.json` file holding a list of records, or a `.json
     return recs
 
 # %% ../nbs/01_records.ipynb #fea12bbc
-def resolve_image_path(image_folder, image:str):  # folder the data's image paths are relative to; a record's `image`
+def resolve_image_path(image_folder, image:str):  # folder the data's image paths are relative to; one of a record's images
     "The file a record's `image` names, refusing absolute paths and paths that escape `image_folder`."
-    if isinstance(image, list): raise DataError(f"a list of {len(image)} image{'s' * (len(image) != 1)}: one image per record for now (LLaVA-1.5 and NeXT as trained here); give one path")
     if not isinstance(image, str) or not image.strip(): raise DataError(f"image must be a non-empty relative path, got {image!r}")
     if PurePosixPath(image).is_absolute() or PureWindowsPath(image).is_absolute() or PureWindowsPath(image).drive:
         raise DataError(f"image path {image!r} is absolute: give it relative to --image_folder")
@@ -112,8 +116,9 @@ def record_problems(i:int,                # the record's position in the file
     elif not isinstance(rid, (str, int)): yield P('id', f"must be a string or an integer, found a {type(rid).__name__}")
     elif rid in seen: yield P('id', f"duplicate id, also used by record {seen[rid]}: ids must be unique")
     else: seen[rid] = i
-    if 'video' in r: yield P('video', "video records are not supported (LLaVA-1.5 and NeXT train on images): drop the record, or give it a frame as its 'image'")
-    convs, has_image = r.get('conversations'), 'image' in r
+    if 'video' in r: yield P('video', "video records are not supported (LLaVA-1.5, NeXT and OneVision train on images here): drop the record, or give it frames as its 'image' list")
+    convs, has_image, images = r.get('conversations'), 'image' in r, record_images(r)
+    multi = len(images) > 1
     if 'conversations' not in r: yield P('conversations', "missing: add a list of {'from': 'human'|'gpt', 'value': ...} turns")
     elif not isinstance(convs, list): yield P('conversations', f"must be a list of turns, found a {type(convs).__name__}")
     elif not convs: yield P('conversations', "is empty: add at least one human question and its gpt answer")
@@ -133,10 +138,17 @@ def record_problems(i:int,                # the record's position in the file
             else:
                 if convs[-1]['from'] == 'human': yield P(f"conversations[{len(convs)-1}]", "ends with a question and no answer: add the gpt answer or drop the turn")
             n = sum(t['value'].count(DEFAULT_IMAGE_TOKEN) for t in convs)
-            if has_image and n == 0: yield P('conversations[0].value', "the record has an image but no '<image>' placeholder: start the first human turn with '<image>\\n'")
+            if multi:   # several images: one placeholder each, anywhere in the human turns, none in an answer
+                for j, t in enumerate(convs[1::2]):
+                    if DEFAULT_IMAGE_TOKEN in t['value']: yield P(f"conversations[{2 * j + 1}].value", "an answer holds '<image>': images belong in the human turns")
+                if n != len(images):
+                    yield P('conversations', f"{n} '<image>' placeholder{'s' * (n != 1)} for {len(images)} images in 'image': give one '<image>' per "
+                            "listed image, in the human turns, in the order of the list")
+            elif has_image and n == 0: yield P('conversations[0].value', "the record has an image but no '<image>' placeholder: start the first human turn with '<image>\\n'")
             if not has_image and n: yield P('image', "the conversation has an '<image>' placeholder but the record has no 'image': add the image path or remove the placeholder")
-            if n > 1: yield P('conversations', f"{n} '<image>' placeholders: LLaVA takes one image per record, placed in the first human turn")
-            elif n == 1 and DEFAULT_IMAGE_TOKEN not in convs[0]['value']:
+            if n > 1 and not multi: yield P('conversations', f"{n} '<image>' placeholders but one image: give one '<image>' per image (several images "
+                                            "are a list: \"image\": [\"a.jpg\", \"b.jpg\"])")
+            elif n == 1 and not multi and DEFAULT_IMAGE_TOKEN not in convs[0]['value']:
                 j = next(j for j, t in enumerate(convs) if DEFAULT_IMAGE_TOKEN in t['value'])
                 yield P(f"conversations[{j}].value", "'<image>' must be in the first human turn: move it there")
             for j, t in enumerate(convs):   # warnings: the record trains, as the message says
@@ -148,14 +160,15 @@ def record_problems(i:int,                # the record's position in the file
                 if max_chars is not None and len(t['value']) > max_chars:
                     yield Problem(i, rid, f"conversations[{j}].value", f"{len(t['value'])} characters, far more than model_max_length tokens can hold: only its first "
                                   f"{max_chars} characters are tokenized (the rest would be truncated anyway); shorten or split it", 'warning')
-    if has_image:
-        try: resolve_image_path(image_folder, r['image'])
-        except DataError as e: yield P('image', str(e))
+    if has_image and isinstance(r['image'], list) and not images: yield P('image', "an empty list: drop 'image' for a text-only record, or list its images")
+    for k, im in enumerate(images):
+        try: resolve_image_path(image_folder, im)
+        except DataError as e: yield P(f"image[{k}]" if isinstance(r['image'], list) else 'image', str(e))
 
 # %% ../nbs/01_records.ipynb #30057978
 def _split_image(text):
-    "HF content items for a user turn: `<image>\\n` at the start becomes an image item before the text."
-    if text.startswith(DEFAULT_IMAGE_TOKEN + '\n'): return [{'type': 'image'}, {'type': 'text', 'text': text[len(DEFAULT_IMAGE_TOKEN) + 1:]}]
+    "HF content items for a user turn: a lone `<image>\\n` at the start becomes an image item before the text; several stay where they are."
+    if text.count(DEFAULT_IMAGE_TOKEN) == 1 and text.startswith(DEFAULT_IMAGE_TOKEN + '\n'): return [{'type': 'image'}, {'type': 'text', 'text': text[len(DEFAULT_IMAGE_TOKEN) + 1:]}]
     out, parts = [], text.split(DEFAULT_IMAGE_TOKEN)
     for k, p in enumerate(parts):
         if k: out.append({'type': 'image'})
@@ -165,31 +178,30 @@ def _split_image(text):
 def _join_image(content):
     "Inverse of `_split_image`."
     if isinstance(content, str): return content
-    s = ''
+    s, lone = '', sum(c['type'] == 'image' for c in content) == 1
     for k, c in enumerate(content):
-        if c['type'] == 'image': s += DEFAULT_IMAGE_TOKEN + ('\n' if k == 0 and len(content) > 1 and content[1]['type'] == 'text' else '')
+        if c['type'] == 'image': s += DEFAULT_IMAGE_TOKEN + ('\n' if lone and k == 0 and len(content) > 1 and content[1]['type'] == 'text' else '')
         else: s += c['text']
     return s
 
 def to_hf_messages(records):  # LLaVA records
     "LLaVA records → `{'id', 'images', 'messages'}` rows in the Hugging Face chat format."
-    return [{'id': r['id'], 'images': [r['image']] if 'image' in r else [],
+    return [{'id': r['id'], 'images': record_images(r),
              'messages': [{'role': 'user', 'content': _split_image(t['value'])} if t['from'] == 'human'
                           else {'role': 'assistant', 'content': [{'type': 'text', 'text': t['value']}]} for t in r['conversations']]}
             for r in records]
 
 def from_hf_messages(rows):  # dicts with 'messages' (and optional 'id', 'images')
-    "Hugging Face chat rows → LLaVA records (one image at most; no system turns)."
+    "Hugging Face chat rows → LLaVA records (several images become a list; no system turns)."
     out = []
     for i, row in enumerate(rows):
         imgs = row.get('images') or []
-        if len(imgs) > 1: raise DataError(f"row {i}: {len(imgs)} images; LLaVA records take one")
         convs = []
         for m in row['messages']:
             if m['role'] not in ('user', 'assistant'): raise DataError(f"row {i}: role {m['role']!r} has no place in a LLaVA record (only user/assistant)")
             convs.append({'from': 'human' if m['role'] == 'user' else 'gpt', 'value': _join_image(m['content'])})
         r = {'id': row.get('id', str(i))}
-        if imgs: r['image'] = imgs[0]
+        if imgs: r['image'] = imgs[0] if len(imgs) == 1 else list(imgs)
         r['conversations'] = convs
         out.append(r)
     return out
@@ -197,7 +209,7 @@ def from_hf_messages(rows):  # dicts with 'messages' (and optional 'id', 'images
 # %% ../nbs/01_records.ipynb #284aae61
 def to_sharegpt(records):  # LLaVA records
     "LLaVA records → ShareGPT rows as LLaMA-Factory reads them: `conversations` + an `images` list."
-    return [{'id': r['id'], 'conversations': [dict(t) for t in r['conversations']], 'images': [r['image']] if 'image' in r else []} for r in records]
+    return [{'id': r['id'], 'conversations': [dict(t) for t in r['conversations']], 'images': record_images(r)} for r in records]
 
 _ROLE_MAP = {'human': 'human', 'user': 'human', 'gpt': 'gpt', 'assistant': 'gpt'}
 def from_sharegpt(rows):  # ShareGPT rows ('conversations' or 'messages'; 'from'/'role' and 'value'/'content' keys)
@@ -207,14 +219,13 @@ def from_sharegpt(rows):  # ShareGPT rows ('conversations' or 'messages'; 'from'
         turns = row.get('conversations', row.get('messages'))
         if turns is None: raise DataError(f"row {i}: no 'conversations' or 'messages'")
         imgs = row.get('images') or ([row['image']] if row.get('image') else [])
-        if len(imgs) > 1: raise DataError(f"row {i}: {len(imgs)} images; LLaVA records take one")
         convs = []
         for t in turns:
             role = t.get('from', t.get('role'))
             if role not in _ROLE_MAP: raise DataError(f"row {i}: role {role!r} has no place in a LLaVA record (use human/gpt or user/assistant)")
             convs.append({'from': _ROLE_MAP[role], 'value': t.get('value', t.get('content'))})
         r = {'id': row.get('id', str(i))}
-        if imgs: r['image'] = imgs[0]
+        if imgs: r['image'] = imgs[0] if len(imgs) == 1 else list(imgs)
         r['conversations'] = convs
         out.append(r)
     return out
@@ -223,14 +234,14 @@ def from_sharegpt(rows):  # ShareGPT rows ('conversations' or 'messages'; 'from'
 TABLE_COLUMNS = ('id', 'image', 'turn', 'question', 'answer')
 
 def to_table(records):  # LLaVA records
-    "LLaVA records → table rows (`id, image, turn, question, answer`), one per question/answer pair."
+    "LLaVA records → table rows (`id, image, turn, question, answer`), one per question/answer pair (several images: `a.jpg;b.jpg`)."
     rows = []
     for r in records:
         c = r['conversations']
         for k in range(0, len(c), 2):
             q = c[k]['value']
             if k == 0 and 'image' in r and q.startswith(DEFAULT_IMAGE_TOKEN + '\n'): q = q[len(DEFAULT_IMAGE_TOKEN) + 1:]
-            rows.append({'id': r['id'], 'image': r.get('image', ''), 'turn': k // 2, 'question': q,
+            rows.append({'id': r['id'], 'image': ';'.join(record_images(r)), 'turn': k // 2, 'question': q,
                          'answer': c[k + 1]['value'] if k + 1 < len(c) else ''})
     return rows
 
@@ -246,10 +257,10 @@ def from_table(rows):  # dicts with at least 'question' and 'answer' (and 'id', 
         img, convs = g[0].get('image') or '', []
         for k, row in enumerate(g):
             q = row['question']
-            if k == 0 and img and DEFAULT_IMAGE_TOKEN not in q: q = DEFAULT_IMAGE_TOKEN + '\n' + q
+            if k == 0 and img and ';' not in img and DEFAULT_IMAGE_TOKEN not in q: q = DEFAULT_IMAGE_TOKEN + '\n' + q
             convs += [{'from': 'human', 'value': q}] + ([{'from': 'gpt', 'value': row['answer']}] if row['answer'] != '' else [])
         r = {'id': rid}
-        if img: r['image'] = img
+        if img: r['image'] = img.split(';') if ';' in img else img
         r['conversations'] = convs
         out.append(r)
     return out

@@ -31,3 +31,17 @@ def test_demo_next_learns(tmp_path):
     assert rep['accuracy_finetuned'] >= rep['accuracy_base'] + 0.4, rep
     bad = run_cli('llava_lora_demo', '--arch', 'nxt', '--output_dir', tmp_path/'x')
     assert bad.returncode == 2 and 'invalid choice' in bad.stderr
+
+
+def test_demo_onevision_learns(tmp_path):
+    "`llava_lora_demo --arch onevision`: the tiny LLaVA-OneVision (Qwen2, SigLIP, anyres_max_9, ChatML) learns, merges and serves as trained."
+    out = tmp_path/'demo-ov'
+    r = run_cli('llava_lora_demo', '--arch', 'onevision', '--output_dir', out, '--steps', '100', '--n_train', '400', '--quiet')
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert 'LLaVA-OneVision' in r.stdout and 'LlavaOnevisionForConditionalGeneration.from_pretrained' in r.stdout
+    rep = json.loads((out/'report.json').read_text())
+    assert rep['accuracy_finetuned'] >= rep['accuracy_base'] + 0.4, rep
+    assert rep['served_same'] == rep['served_total'] > 0 and rep['served_adapter_same'] == rep['served_total'], rep
+    settings = json.loads((out/'adapter'/'llava_lora_settings.json').read_text())
+    assert settings['version'] == 'qwen_1_5', settings   # the family's template (qwen_1_5, ChatML)
+    assert '<|im_start|>assistant' in (out/'merged'/'chat_template.jinja').read_text()
