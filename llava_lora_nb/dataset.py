@@ -14,7 +14,7 @@ from .core import LlavaLoraError, staged_folder
 from .families import family_of
 from .records import (DataError, Problem, ValidationReport, load_records, resolve_image_path, record_problems, record_images)
 from .images import (open_image, process_image, image_crop, finish_image, pixel_lut, is_anyres, image_size_of, anyres_grid,
-                                  stack_image_tensors)
+                                  stack_image_tensors, pads_when_several)
 from .prompts import (IGNORE_INDEX, image_truncation, TEMPLATES, get_template, template_for, tokenize_conversation, text_budget, num_image_tokens,
                                    _tokenizer, _image_token_id, _tok_info)
 
@@ -196,7 +196,7 @@ class LazySupervisedDataset(torch.utils.data.Dataset):
         pv = []
         for rel in record_images(r):
             path = resolve_image_path(self.image_folder, rel)
-            try: pv.append(process_image(path, self.processor, self.image_aspect_ratio))
+            try: pv.append(process_image(path, self.processor, self.image_aspect_ratio, alone=len(record_images(r)) == 1))
             except (OSError, ValueError) as e: raise DataError(f"{self._who(i)}: cannot read image {path} ({e}); run llava_lora_check") from None
         d['pixel_values'] = None if not pv else pv[0] if len(pv) == 1 else pv   # several images: a list, in order
         if self.anyres: d['image_sizes'] = torch.tensor(self.image_size(i), dtype=torch.long) if pv else None
@@ -289,15 +289,15 @@ def _npload(path):
     except ValueError: return np.load(path, allow_pickle=False)
 
 class _CropJob(torch.utils.data.Dataset):
-    "The distinct images of a dataset → their uint8 crops (a DataLoader runs it, with workers if asked)."
+    "The distinct images of a dataset (`(path, padded)`: OneVision pads one of several) → their uint8 crops (a DataLoader runs it, with workers if asked)."
     def __init__(self, ds, images, first_user): self.ds, self.images, self.first_user = ds, images, first_user
     def __len__(self): return len(self.images)
     def __getitem__(self, k):
-        ds, rel = self.ds, self.images[k]
+        ds, (rel, padded) = self.ds, self.images[k]
         path = resolve_image_path(ds.image_folder, rel)
-        try: return image_crop(path, ds.processor, ds.image_aspect_ratio)
+        try: return image_crop(path, ds.processor, ds.image_aspect_ratio, alone=not padded)
         except (OSError, ValueError) as e:
-            raise DataError(f"{ds._who(self.first_user[rel])}: cannot read image {path} ({e}); run llava_lora_check") from None
+            raise DataError(f"{ds._who(self.first_user[(rel, padded)])}: cannot read image {path} ({e}); run llava_lora_check") from None
 
 def _same(a, b) -> bool:
     "Two item values are the same: both None, equal tensors of one dtype, or lists of such."
@@ -355,19 +355,21 @@ class PreprocessedCache:
                 offsets.append(offsets[-1] + len(ids[-1]))
             cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0, np.int32)
             np.save(tmp/'ids.npy', cat(ids)); np.save(tmp/'labels.npy', cat(labels)); np.save(tmp/'offsets.npy', np.array(offsets, np.int64))
-            first_user = {}
-            for i, r in enumerate(ds.records):
-                for rel in record_images(r): first_user.setdefault(rel, i)
+            first_user, pad = {}, pads_when_several(ds.processor)
+            keys = [[(rel, pad and len(record_images(r)) > 1) for rel in record_images(r)] for r in ds.records]   # OneVision: padded copies apart
+            for i, ks in enumerate(keys):
+                for key in ks: first_user.setdefault(key, i)
             images = list(first_user)
-            slot = {rel: k for k, rel in enumerate(images)}
-            slots = [[slot[rel] for rel in record_images(r)] for r in ds.records]
+            slot = {key: k for k, key in enumerate(images)}
+            slots = [[slot[key] for key in ks] for ks in keys]
             np.save(tmp/'image_slots.npy', np.array([k for s in slots for k in s], np.int32).reshape(-1))
             np.save(tmp/'slot_offsets.npy', np.concatenate([[0], np.cumsum([len(s) for s in slots])]).astype(np.int64))
             store, shape = None, None
             if ds.anyres:   # LLaVA-NeXT: one flat array of tiles, image k = tiles[k]:tiles[k+1] (its count known from its size)
-                for rel in images: ds.image_size(first_user[rel])   # reads each image's header once (a record's images: all of them)
-                sizes = [ds._sizes[rel] for rel in images]
-                tiles = np.concatenate([[0], np.cumsum([1 + int(np.prod(anyres_grid(ds.processor, s)[1])) for s in sizes])]).astype(np.int64)
+                for rel, _ in images: ds.image_size(first_user[(rel, _)])   # reads each image's header once (a record's images: all of them)
+                sizes = [ds._sizes[rel] for rel, _ in images]
+                tiles = np.concatenate([[0], np.cumsum([1 if padded else 1 + int(np.prod(anyres_grid(ds.processor, s)[1]))
+                                                        for s, (_, padded) in zip(sizes, images)])]).astype(np.int64)
                 np.save(tmp/'tiles.npy', tiles); np.save(tmp/'image_sizes.npy', np.array(sizes, np.int64).reshape(-1, 2))
             dl = torch.utils.data.DataLoader(_CropJob(ds, images, first_user), batch_size=None, num_workers=num_workers)
             for k, crop in enumerate(tqdm(dl, total=len(images), desc='cache: images', disable=not progress, leave=False)):

@@ -30,7 +30,8 @@ def run_demo(output_dir='demo_out',       # everything is written here
              n_train:int=DEMO_DEFAULTS['n_train'], n_heldout:int=DEMO_DEFAULTS['n_heldout'],
              quiet:bool=False,             # hide progress bars
              live:bool|None=None,          # a live progress widget and loss plot (default: when run in a notebook)
-             arch:str='1.5'):              # '1.5': LLaVA-1.5; 'next': LLaVA-NeXT; 'onevision': LLaVA-OneVision (both any-resolution: images of several aspect ratios)
+             arch:str='1.5',               # '1.5': LLaVA-1.5; 'next': LLaVA-NeXT; 'onevision': LLaVA-OneVision (both any-resolution: images of several aspect ratios)
+             multi_image:bool=False):      # half the training records show two pictures; every held-out question needs both
     "The main job on the embedded tiny default: data -> LoRA finetune -> evaluate base and finetuned -> merge (verified) -> reload and predict."
     from llava_lora_nb.arguments import ModelArguments, DataArguments, TrainingArguments
     from llava_lora_nb.train import train
@@ -46,7 +47,7 @@ def run_demo(output_dir='demo_out',       # everything is written here
     if out.exists() and overwrite: shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     d = DEMO_DEFAULTS
-    report = {'output_dir': str(out.resolve()), 'arch': fam.name, 'bits': bits, 'steps': steps, 'seed': seed, 'seconds': {}}
+    report = {'output_dir': str(out.resolve()), 'arch': fam.name, 'bits': bits, 'steps': steps, 'seed': seed, 'multi_image': multi_image, 'seconds': {}}
     max_len = d['model_max_length'] if not fam.anyres else 2 * d['model_max_length']   # a NeXT / OneVision image is up to ~100 tokens here
     # 1. data and the "pretrained" base
     t0 = time.time()
@@ -55,8 +56,9 @@ def run_demo(output_dir='demo_out',       # everything is written here
     if not (base/'config.json').exists(): save_base(base, seed=seed)
     aspects = (0.5, 1.0, 2.0) if fam.anyres else None   # width/height: NeXT and OneVision cut each into its own grid of tiles
     data = out/'data'
-    train_json = make_shapes_dataset(data, n=n_train, seed=seed, aspect_ratios=aspects)
-    heldout_json = make_shapes_dataset(data, n=n_heldout, seed=seed + 1000, name='heldout.json', text_only=0.0, multi_turn=0.0, aspect_ratios=aspects)
+    train_json = make_shapes_dataset(data, n=n_train, seed=seed, aspect_ratios=aspects, two_images=0.5 if multi_image else 0.0)
+    heldout_json = make_shapes_dataset(data, n=n_heldout, seed=seed + 1000, name='heldout.json', text_only=0.0, multi_turn=0.0, aspect_ratios=aspects,
+                                       two_images=1.0 if multi_image else 0.0)
     report.update(base=str(base), train_data=str(train_json), heldout_data=str(heldout_json))
     _stage(report, 'data', t0)
     # 2-3. configure and train (LoRA r=16 at this size; the v1.5 recipe's r=128/alpha=256 is for 7B/13B)
@@ -85,6 +87,10 @@ def run_demo(output_dir='demo_out',       # everything is written here
     del fm
     (out/'heldout_results.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in ev.rows))
     report.update(accuracy_base=acc_base, accuracy_finetuned=ev.summary['exact_match'], heldout_results=str(out/'heldout_results.jsonl'))
+    if multi_image:   # the two kinds of question: which picture (two choices), the colour in one (six)
+        which = [r['correct'] for r in ev.rows if r['question'].startswith('Which picture')]
+        colour = [r['correct'] for r in ev.rows if not r['question'].startswith('Which picture')]
+        report.update(accuracy_which_picture=sum(which) / max(len(which), 1), accuracy_colour_in_picture=sum(colour) / max(len(colour), 1))
     _stage(report, 'evaluate', t0)
     # 5. merge (verified before it is written), then reload with plain transformers and predict once
     t0 = time.time()
@@ -95,8 +101,9 @@ def run_demo(output_dir='demo_out',       # everything is written here
     proc = load_processor(out/'merged')
     rec = next(r for r in json.loads(heldout_json.read_text()) if 'image' in r)
     q = rec['conversations'][0]['value']
+    images = [data/x for x in rec['image']] if isinstance(rec['image'], list) else data/rec['image']
     report['prediction'] = {'image': rec['image'], 'question': q.replace('<image>', '').strip(), 'reference': rec['conversations'][1]['value'],
-                            'answer': predict(merged, proc, data/rec['image'], q)}
+                            'answer': predict(merged, proc, images, q)}
     # 6. served as trained: transformers' pipeline on merged/, plain chat messages (its own chat template), the same questions
     served = served_answers(out/'merged', heldout_json, data)
     rows = [r for r in evaluate(merged, proc, heldout_json, data, progress=False, batch_size=16).rows if r['error'] is None]   # our prompt builder
@@ -118,10 +125,12 @@ def format_report(r:dict) -> str:
         f"llava_lora_demo: finished in {s['total']} s ({family_of(r.get('arch', '1.5')).title}, {'QLoRA 4-bit' if r['bits'] == 4 else 'LoRA'}, {r['steps']} steps, seed {r['seed']})",
         f"  time per stage   : " + ', '.join(f"{k} {v} s" for k, v in s.items() if k != 'total'),
         f"  training loss    : {r['loss_start']:.3f} -> {r['loss_end']:.3f}  (curve: {r['loss_curve']})",
-        f"  held-out accuracy: {r['accuracy_base']:.1%} (base) -> {r['accuracy_finetuned']:.1%} (finetuned), exact match",
+        f"  held-out accuracy: {r['accuracy_base']:.1%} (base) -> {r['accuracy_finetuned']:.1%} (finetuned), exact match" +
+        (f"; two pictures per question: which shows the shape {r['accuracy_which_picture']:.1%}, "
+         f"the colour in one {r['accuracy_colour_in_picture']:.1%}" if r.get('multi_image') else ''),
         f"  merge            : verified, max relative logit error {r['merge_error']:.2g} <= {r['merge_tolerance']:g}",
         f"  merged model     : {r['merged']}  (loads with {r.get('merged_class', 'LlavaForConditionalGeneration')}.from_pretrained)",
-        f"  one prediction   : {p['image']}: '{p['question']}' -> '{p['answer']}' (reference '{p['reference']}')",
+        f"  one prediction   : {' + '.join(p['image']) if isinstance(p['image'], list) else p['image']}: '{p['question']}' -> '{p['answer']}' (reference '{p['reference']}')",
         *([f"  served           : transformers' image-text-to-text pipeline on merged/ (its own chat template): the same answers "
            f"on {r['served_same']}/{r['served_total']} questions, accuracy {r['served_accuracy']:.1%}"] if 'served_same' in r else []),
         *([f"                     and on adapter/ loaded with PEFT on its base: the same answers on {r['served_adapter_same']}/{r['served_total']}"]
@@ -140,11 +149,13 @@ def _demo_main(argv):
     p.add_argument('--quiet', action='store_true', help='no progress bars')
     p.add_argument('--arch', default='1.5', choices=('1.5', 'next', 'onevision'),
                    help="'1.5': LLaVA-1.5 (default); 'next': LLaVA-NeXT, any-resolution images; 'onevision': LLaVA-OneVision (Qwen2, SigLIP, anyres_max_9)")
+    p.add_argument('--multi_image', action='store_true', help='two pictures per record (half the training data; every held-out question)')
     a = p.parse_args(argv)
     if a.quiet:   # transformers' own loading/saving bars too
         from transformers.utils.logging import disable_progress_bar
         disable_progress_bar()
-    print(format_report(run_demo(a.output_dir, a.steps, a.bits, a.seed, a.overwrite, a.resume, n_train=a.n_train, quiet=a.quiet, arch=a.arch)))
+    print(format_report(run_demo(a.output_dir, a.steps, a.bits, a.seed, a.overwrite, a.resume, n_train=a.n_train, quiet=a.quiet, arch=a.arch,
+                                  multi_image=a.multi_image)))
 
 def demo_cli(argv=None):
     "Console script `llava_lora_demo`: the main job on the embedded tiny default (exit 2 when --output_dir holds a finished demo)."

@@ -36,6 +36,14 @@ def _record_image(image_folder, image):
         return open_image(p)   # decodes the whole file (a truncated image fails here); 16-bit and palette images as in training
     except (OSError, Image.DecompressionBombError) as e: raise DataError(f"image {p} cannot be read ({e})") from None
 
+def _question_images(image_folder, record, conv=None):
+    "The decoded image(s) a question about `record` shows: None, one image, or a list; with `conv` (the turns asked), the images its `<image>`s name."
+    from llava_lora_nb.records import record_images
+    paths = record_images(record)
+    if len(paths) > 1 and conv is not None: paths = paths[:sum(t['value'].count('<image>') for t in conv)]   # later turns' images come later
+    images = [_record_image(image_folder, p) for p in paths]
+    return None if not images else images[0] if len(record_images(record)) == 1 else images
+
 def _left_pad(inputs:list, pad_id:int) -> dict:
     "One batch from `build_inference_inputs` outputs: `input_ids` left-padded with `pad_id` (mask 0); images stacked as the training collator does."
     L = max(x['input_ids'].shape[1] for x in inputs)
@@ -57,7 +65,7 @@ def _cut_at_eos(ids:list, eos) -> list:
 
 @torch.no_grad()
 def generate_answers(model, processor,
-                     items,                          # `(conversations, image)` pairs: LLaVA turns (the last human turn is asked), PIL image or None
+                     items,                          # `(conversations, image)` pairs: LLaVA turns (the last human turn is asked), PIL image, a list of them, or None
                      template:str|None=None,         # conversation template the model was trained with (None: its family's)
                      image_aspect_ratio:str='pad',   # image preprocessing the model was trained with
                      max_new_tokens:int=MAX_NEW_TOKENS,
@@ -177,7 +185,7 @@ def evaluate(model, processor,
             row = {'id': r.get('id'), 'turn': i // 2, 'image': r.get('image'), 'question': conv[-1]['value'].replace('<image>', '').strip(),
                    'reference': ref, 'answer': None, 'correct': False, 'error': None}
             rows.append(row)
-            try: todo.append((row, conv, _record_image(image_folder, r['image']) if r.get('image') else None))
+            try: todo.append((row, conv, _question_images(image_folder, r, conv)))
             except (ValueError, OSError, Image.DecompressionBombError) as e: row['error'] = str(e)   # a bad record fails alone
         answers = generate_answers(model, processor, [(conv, img) for _, conv, img in todo], template, image_aspect_ratio,
                                    max_new_tokens, batch_size, errors='keep')   # eval mode while generating, the caller's mode after

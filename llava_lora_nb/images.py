@@ -14,8 +14,8 @@ from .records import DataError
 
 # %% auto #0
 __all__ = ['IMAGE_ASPECT_RATIOS', 'is_anyres', 'image_size_of', 'anyres_grid', 'anyres_image_tokens', 'show_anyres', 'to_rgb',
-           'open_image', 'expand2square', 'process_image', 'stack_image_tensors', 'image_crop', 'finish_image',
-           'pixel_lut']
+           'open_image', 'expand2square', 'pads_when_several', 'process_image', 'stack_image_tensors', 'image_crop',
+           'finish_image', 'pixel_lut']
 
 # %% ../nbs/01a_images.ipynb #60f222ae
 def is_anyres(processor):  # a processor, or its image processor
@@ -134,11 +134,16 @@ def expand2square(img,               # PIL image
 # %% ../nbs/01a_images.ipynb #00659cc9
 IMAGE_ASPECT_RATIOS = ('pad', 'square', 'resize', 'anyres')   # LLaVA's values (anyres: LLaVA-NeXT, recorded, the processor tiles)
 
-def _prepare_image(img, ip, image_aspect_ratio):
+def pads_when_several(image_processor) -> bool:  # an image processor (or processor)
+    "Whether one of several images in a record is padded to a square and not tiled: OneVision's rule (the LLaVA-NeXT repository's 'pad' for multi-image samples)."
+    return type(getattr(image_processor, 'image_processor', image_processor)).__name__.startswith('LlavaOnevision')
+
+def _prepare_image(img, ip, image_aspect_ratio, alone=True):
     "The PIL image the image processor `ip` receives: RGB, padded to a square ('pad') or squashed ('resize'); any-resolution: RGB as it is."
     if not isinstance(img, Image.Image): img = open_image(img)
     elif img.mode != 'RGB': img = to_rgb(img)
-    if is_anyres(ip): return img   # LLaVA-NeXT: the processor tiles the image at its own aspect ratio
+    if is_anyres(ip):   # NeXT, OneVision: the processor tiles the image at its own aspect ratio; OneVision, several images: a padded square
+        return img if alone or not pads_when_several(ip) else expand2square(img, tuple(int(x * 255) for x in ip.image_mean))
     if image_aspect_ratio == 'pad': img = expand2square(img, tuple(int(x * 255) for x in ip.image_mean))
     elif image_aspect_ratio == 'resize':
         crop = getattr(ip, 'crop_size', None) or {}
@@ -146,12 +151,20 @@ def _prepare_image(img, ip, image_aspect_ratio):
         img = img.resize((crop.get('width') or side, side), Image.BICUBIC)
     return img
 
+def _one_tile(ip, alone):
+    "OneVision, one of several images: the processor's kwargs for a single tile of the padded square (a 1×1 grid), and how many tiles to keep."
+    if alone or not pads_when_several(ip): return {}, None
+    side = _tile_side(ip)
+    return {'image_grid_pinpoints': [[side, side]]}, 1
+
 def process_image(img,                        # PIL image, or a path to one
                   image_processor,            # the processor's image processor (or the processor)
-                  image_aspect_ratio='pad'):  # 'pad' (v1.5), 'resize', or 'square'/None (processor as is); NeXT: unused
-    "Preprocess one image exactly as training does: `FloatTensor[3,H,W]`, or for LLaVA-NeXT its base image and tiles `[1+tiles,3,H,W]`."
+                  image_aspect_ratio='pad',   # 'pad' (v1.5), 'resize', or 'square'/None (processor as is); NeXT, OneVision: unused
+                  alone:bool=True):           # False: one of several images of a record (OneVision pads it to a square, one tile)
+    "Preprocess one image exactly as training does: `FloatTensor[3,H,W]`, or for NeXT / OneVision its base image and tiles `[1+tiles,3,H,W]`."
     ip = getattr(image_processor, 'image_processor', image_processor)
-    return ip(_prepare_image(img, ip, image_aspect_ratio), return_tensors='pt')['pixel_values'][0]
+    kw, keep = _one_tile(ip, alone)
+    return ip(_prepare_image(img, ip, image_aspect_ratio, alone), return_tensors='pt', **kw)['pixel_values'][0][:keep]
 
 def stack_image_tensors(pixel_values:list):  # each image's `process_image` output, in order
     "Several images' pixel values as one tensor: `[n,3,H,W]`, or NeXT / OneVision tiles zero-padded to the most, `[n,tiles,3,H,W]` (as the processor pads)."
@@ -160,11 +173,12 @@ def stack_image_tensors(pixel_values:list):  # each image's `process_image` outp
     return torch.stack([torch.cat([p, p.new_zeros(n - len(p), *p.shape[1:])]) for p in pixel_values])
 
 # %% ../nbs/01a_images.ipynb #4afa2ae4
-def image_crop(img, image_processor, image_aspect_ratio='pad'):
-    "uint8 `[C,H,W]` array (LLaVA-NeXT: `[1+tiles,C,H,W]`): the image after the processor's resize and crop, before rescale/normalize (what the cache stores)."
+def image_crop(img, image_processor, image_aspect_ratio='pad', alone:bool=True):
+    "uint8 `[C,H,W]` array (NeXT, OneVision: `[1+tiles,C,H,W]`): the image after the processor's resize and crop, before rescale/normalize (what the cache stores)."
     ip = getattr(image_processor, 'image_processor', image_processor)
-    x = ip(_prepare_image(img, ip, image_aspect_ratio), do_rescale=False, do_normalize=False, return_tensors='np')['pixel_values'][0]
-    return np.asarray(x)
+    kw, keep = _one_tile(ip, alone)
+    x = ip(_prepare_image(img, ip, image_aspect_ratio, alone), do_rescale=False, do_normalize=False, return_tensors='np', **kw)['pixel_values'][0]
+    return np.asarray(x)[:keep]
 
 def finish_image(crop, image_processor):
     "The processor's own rescale and normalize applied to a uint8 crop → `FloatTensor[C,H,W]` (tiles: `[N,C,H,W]`), as `process_image` computes it."

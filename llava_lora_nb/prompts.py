@@ -387,7 +387,7 @@ def build_inference_inputs(conversations_or_question,  # a question string, or t
         ids = out_ids + ids
     out = {'input_ids': torch.tensor([ids], dtype=torch.long), 'attention_mask': torch.ones(1, len(ids), dtype=torch.long)}
     if images:
-        out['pixel_values'] = stack_image_tensors([process_image(im, processor, image_aspect_ratio) for im in images])
+        out['pixel_values'] = stack_image_tensors([process_image(im, processor, image_aspect_ratio, alone=len(images) == 1) for im in images])
     if images and sizes[0] is not None: out['image_sizes'] = torch.tensor(sizes, dtype=torch.long)
     if len(images) > 1 and _max_tiles(getattr(processor, 'vision_aspect_ratio', None)):   # OneVision: several images skip their tiles
         out['batch_num_images'] = torch.tensor([len(images)], dtype=torch.long)

@@ -256,7 +256,8 @@ def make_shapes_dataset(folder,                   # output folder: `images/` and
                         multi_turn:float=0.2,     # share of records asking both questions
                         text_only:float=0.1,      # share of text-only records
                         name:str='data.json',
-                        aspect_ratios:tuple|None=None):  # width/height ratios drawn per image (e.g. `(0.5, 1, 2)`); None: square images
+                        aspect_ratios:tuple|None=None,  # width/height ratios drawn per image (e.g. `(0.5, 1, 2)`); None: square images
+                        two_images:float=0.0):  # share of records showing two pictures, asked which one shows a shape or the colour in one
 
     "Write the synthetic shapes task as an image folder + LLaVA conversation JSON; returns the JSON's path."
     folder = Path(folder); (folder/'images').mkdir(parents=True, exist_ok=True)
@@ -270,13 +271,24 @@ def make_shapes_dataset(folder,                   # output folder: `images/` and
                 {'from': 'human', 'value': f"Is {w} a colour or a shape?"},
                 {'from': 'gpt', 'value': 'colour' if w in COLOURS else 'shape'}]})
             continue
+        def picture(fn, c, s):
+            if aspect_ratios:   # the long side is `size`: wide and tall images for LLaVA-NeXT's any-resolution tiling
+                ar = rng.choice(aspect_ratios)
+                wh = (size, max(1, round(size / ar))) if ar >= 1 else (max(1, round(size * ar)), size)
+            else: wh = size
+            draw_shape(c, s, wh, rng).save(folder/fn)
+        if u >= 1 - two_images:   # two pictures of different shapes: a question only both answer
+            shapes, colours = rng.sample(SHAPES, 2), [rng.choice(list(COLOURS)) for _ in range(2)]
+            fns = [f"images/{rid}-{k}.png" for k in (1, 2)]
+            for fn, c, s in zip(fns, colours, shapes): picture(fn, c, s)
+            k = rng.randrange(2)
+            q, a = ((f"Which picture shows the {shapes[k]}, the first or the second?", ('first', 'second')[k]) if rng.random() < 0.5 else
+                    (f"What colour is the shape in the {('first', 'second')[k]} picture?", colours[k]))
+            recs.append({'id': rid, 'image': fns, 'conversations': [{'from': 'human', 'value': f"<image>\n<image>\n{q}"}, {'from': 'gpt', 'value': a}]})
+            continue
         c, s = rng.choice(list(COLOURS)), rng.choice(SHAPES)
         fn = f"images/{rid}.png"
-        if aspect_ratios:   # the long side is `size`: wide and tall images for LLaVA-NeXT's any-resolution tiling
-            ar = rng.choice(aspect_ratios)
-            wh = (size, max(1, round(size / ar))) if ar >= 1 else (max(1, round(size * ar)), size)
-        else: wh = size
-        draw_shape(c, s, wh, rng).save(folder/fn)
+        picture(fn, c, s)
         qa = [(rng.choice(COLOUR_QUESTIONS), c), (rng.choice(SHAPE_QUESTIONS), s)]
         rng.shuffle(qa)
         if u >= text_only + multi_turn: qa = qa[:1]

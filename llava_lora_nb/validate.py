@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_validate.ipynb #426ff6e2
 from __future__ import annotations
-import base64, html, io, json, re, string, sys, warnings
+import base64, html, io, json, os, re, string, sys, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
@@ -12,7 +12,7 @@ from .core import ArgumentParser, run_cli, path_relation
 from .families import load_processor
 from .output import (OutputError, RunSettings, ADAPTER_WEIGHTS, PROJECTOR_KEY, output_kind, is_adapter_dir,
                                   load_adapter_model, check_inputs, _base_of)
-from .generation import (MAX_NEW_TOKENS, _image, _record_image, generate_answer, generate_answers, normalize_answer, exact_match,
+from .generation import (MAX_NEW_TOKENS, _image, _record_image, _question_images, generate_answer, generate_answers, normalize_answer, exact_match,
                                      heldout_questions, EvalResult, evaluate)
 _all_ = ['generate_answer', 'generate_answers', 'normalize_answer', 'exact_match', 'heldout_questions', 'EvalResult', 'evaluate']
 
@@ -38,16 +38,16 @@ def load_for_inference(model_path,          # merged checkpoint folder, or a tra
 
 # %% ../nbs/09_validate.ipynb #437cd982
 def predict(model, processor,
-            image,                          # PIL image or path (None: text-only question)
-            prompt:str,                     # the question; `<image>\n` is prepended when an image is given and it lacks one
+            image,                          # PIL image or path (None: text-only question); several: a list, in the order of their `<image>`s
+            prompt:str,                     # the question; one `<image>\n` per image is prepended when it has none
             template:str|None=None,         # conversation template the model was trained with (None: its family's)
             image_aspect_ratio:str='pad',   # image preprocessing the model was trained with
             max_new_tokens:int=MAX_NEW_TOKENS,
             temperature:float=0.0,          # 0: greedy
             top_p:float|None=None) -> str:
     "The model's answer to `prompt` about `image`, prompted exactly as in training."
-    img = _image(image)
-    if img is not None and '<image>' not in prompt: prompt = '<image>\n' + prompt
+    img = [_image(x) for x in image] if isinstance(image, (list, tuple)) else _image(image)
+    if img is not None and '<image>' not in prompt: prompt = '<image>\n' * (len(img) if isinstance(img, list) else 1) + prompt
     return generate_answer(model, processor, [{'from': 'human', 'value': prompt}], img, template, image_aspect_ratio,
                            max_new_tokens, temperature, top_p)
 
@@ -66,7 +66,11 @@ def side_by_side(results:dict) -> EvalResult:
     return EvalResult(rows, {nm: results[nm].summary for nm in names})
 
 def _img_tag(image_folder, image, size=96):
+    "An inline thumbnail of a record's image (several: a row of smaller ones, in order)."
     from PIL import Image
+    if isinstance(image, list):
+        s = max(32, size // len(image) - 4)
+        return f'<div style="display:flex;gap:4px;height:{size}px;align-items:center">{"".join(_img_tag(image_folder, x, s) for x in image)}</div>'
     try: im = _record_image(image_folder, image)
     except (ValueError, OSError, Image.DecompressionBombError): return f'<div style="width:{size}px;height:{size}px">(image unreadable)</div>'
     buf = io.BytesIO(); im.resize((size, size)).save(buf, 'PNG')
@@ -132,9 +136,10 @@ def served_answers(model_path,          # a merged (or fully finetuned) folder, 
     pipe = served_pipeline(model_path, model_base, allow_other_base)
     out = []
     for r, _, conv, _ in list(heldout_questions(records, turns))[:limit]:
-        im = _record_image(image_folder, r['image']) if r.get('image') else None   # the training path's checks and decoding
-        msgs = to_hf_messages([{'id': r.get('id'), 'conversations': conv, **({'image': r['image']} if im else {})}])[0]['messages']
-        msgs = [{**m, 'content': [{**c, 'image': im} if c['type'] == 'image' else c for c in m['content']]} for m in msgs]
+        im = _question_images(image_folder, r, conv)   # the training path's checks and decoding; the images its turns name
+        ims = iter(im if isinstance(im, list) else [im])
+        msgs = to_hf_messages([{'id': r.get('id'), 'conversations': conv, **({'image': r['image']} if im is not None else {})}])[0]['messages']
+        msgs = [{**m, 'content': [{**c, 'image': next(ims)} if c['type'] == 'image' else c for c in m['content']]} for m in msgs]
         got = pipe(text=msgs, max_new_tokens=max_new_tokens, return_full_text=False, generate_kwargs={'do_sample': False})
         out.append(got[0]['generated_text'].strip())
     return out
@@ -178,20 +183,26 @@ def _cfg(a, settings):
 def _predict_main(argv):
     p = ArgumentParser(prog='llava_lora_predict', description=predict.__doc__)
     _add_model_args(p)
-    p.add_argument('--image', default=None, help='image file (omit for a text-only question)')
+    p.add_argument('--image', action='append', default=None, help='image file (omit for a text-only question); repeat it for several images, in order')
     p.add_argument('--prompt', required=True, help='the question')
     p.add_argument('--temperature', type=float, default=0.0, help='0: greedy decoding (default)')
     p.add_argument('--top_p', type=float, default=None, help='nucleus sampling (with --temperature > 0)')
     p.add_argument('--max_new_tokens', type=int, default=MAX_NEW_TOKENS, help=f'answer length limit in tokens (default {MAX_NEW_TOKENS})')
     a = p.parse_args(argv)
+    images = [str(Path(x).expanduser().resolve()) for x in a.image or []]
+    for x in images:   # named before the model loads
+        if not Path(x).is_file(): raise FileNotFoundError(f"--image {x}: no such file")
     if a.chat_template == 'folder':   # a standard client: the pipeline reads the folder's chat template
-        q = a.prompt if not a.image or '<image>' in a.prompt else '<image>\n' + a.prompt
-        rec = {'id': 'prompt', 'conversations': [{'from': 'human', 'value': q}, {'from': 'gpt', 'value': ''}], **({'image': Path(a.image).name} if a.image else {})}
-        print(served_answers(a.model_path, [rec], Path(a.image).parent if a.image else None, max_new_tokens=a.max_new_tokens,
+        q = a.prompt if not images or '<image>' in a.prompt else '<image>\n' * len(images) + a.prompt
+        folder = os.path.commonpath([str(Path(x).parent) for x in images]) if images else None
+        rel = [os.path.relpath(x, folder) for x in images]
+        rec = {'id': 'prompt', 'conversations': [{'from': 'human', 'value': q}, {'from': 'gpt', 'value': ''}],
+               **({'image': rel[0] if len(rel) == 1 else rel} if rel else {})}
+        print(served_answers(a.model_path, [rec], folder, max_new_tokens=a.max_new_tokens,
                              model_base=_base_flag(a.model_path, a.model_base), allow_other_base=a.allow_other_base)[0]); return
     model, processor, settings = load_for_inference(a.model_path, _base_flag(a.model_path, a.model_base), device=a.device,
                                                     allow_other_base=a.allow_other_base)
-    img = _image(a.image)
+    img = None if not images else _image(images[0]) if len(images) == 1 else [_image(x) for x in images]
     template, ar = _cfg(a, settings)
     print(predict(model, processor, img, a.prompt, template, ar, a.max_new_tokens, a.temperature, a.top_p))
 
