@@ -430,6 +430,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/llava_lora_nb', 'doc_host'
                                       'llava_lora_nb.memory.llava16_config': ('memory.html#llava16_config', 'llava_lora_nb/memory.py'),
                                       'llava_lora_nb.memory.memory_ratios': ('memory.html#memory_ratios', 'llava_lora_nb/memory.py'),
                                       'llava_lora_nb.memory.memory_table': ('memory.html#memory_table', 'llava_lora_nb/memory.py'),
+                                      'llava_lora_nb.memory.onevision_config': ('memory.html#onevision_config', 'llava_lora_nb/memory.py'),
                                       'llava_lora_nb.memory.plot_memory': ('memory.html#plot_memory', 'llava_lora_nb/memory.py'),
                                       'llava_lora_nb.memory.sample_seq_len': ('memory.html#sample_seq_len', 'llava_lora_nb/memory.py')},
             'llava_lora_nb.merge': { 'llava_lora_nb.merge.MergeError': ('merge.html#mergeerror', 'llava_lora_nb/merge.py'),

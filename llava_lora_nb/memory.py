@@ -12,8 +12,8 @@ from .targets import trainable_report, lm_linear_paths
 from .loading import LoraSettings, KNOWN_CLIP
 
 # %% auto #0
-__all__ = ['GB', 'NEXT_PINPOINTS', 'estimate_memory', 'llava15_config', 'memory_table', 'plot_memory', 'llava16_config',
-           'sample_seq_len', 'memory_ratios']
+__all__ = ['GB', 'NEXT_PINPOINTS', 'ONEVISION_PINPOINTS_384', 'estimate_memory', 'llava15_config', 'memory_table', 'plot_memory',
+           'llava16_config', 'sample_seq_len', 'onevision_config', 'memory_ratios']
 
 # %% ../nbs/05a_memory.ipynb #1936c4da
 _DT_BYTES = {torch.float32: 4, torch.float16: 2, torch.bfloat16: 2}
@@ -132,6 +132,21 @@ def sample_seq_len(config,               # a `LlavaConfig` / `LlavaNextConfig` (
     "Tokens of one training sample: `text_tokens` plus its image's tokens (`num_image_tokens`; LLaVA-NeXT: at `image_size`, from the config's grid)."
     cfg = getattr(config, 'config', config)
     return text_tokens + (num_image_tokens(cfg, image_size) if image_size is not None else 0)
+
+# %% ../nbs/05a_memory.ipynb #6e672889
+ONEVISION_PINPOINTS_384 = [[384 * i, 384 * j] for i in range(1, 7) for j in range(1, 7)]   # llava-onevision's `image_grid_pinpoints`
+
+def onevision_config(size:str='0.5b'):  # '0.5b' or '7b'
+    "The `LlavaOnevisionConfig` of llava-onevision-qwen2-0.5b/7b-ov (llava-hf layout) built from the published sizes, for estimates; no weights."
+    from transformers import LlavaOnevisionConfig, SiglipVisionConfig, Qwen2Config
+    h, n, i, heads, kv, vocab, tied = {'0.5b': (896, 24, 4864, 14, 2, 152000, True), '7b': (3584, 28, 18944, 28, 4, 152128, False)}[size.lower()]
+    vision = SiglipVisionConfig(hidden_size=1152, intermediate_size=4304, num_hidden_layers=26, num_attention_heads=16, image_size=384, patch_size=14,
+                                vision_use_head=False)
+    text = Qwen2Config(hidden_size=h, num_hidden_layers=n, intermediate_size=i, num_attention_heads=heads, num_key_value_heads=kv,
+                       vocab_size=vocab, max_position_embeddings=32768, tie_word_embeddings=tied)
+    return LlavaOnevisionConfig(vision_config=vision, text_config=text, image_token_index=151646, video_token_index=151647,
+                                image_grid_pinpoints=ONEVISION_PINPOINTS_384, vision_feature_layer=-1, vision_feature_select_strategy='full',
+                                vision_aspect_ratio='anyres_max_9', tie_word_embeddings=tied)
 
 # %% ../nbs/05a_memory.ipynb #d54a8b7d
 def memory_ratios(size:str='7b', batch_sizes=(0, 1, 2, 4, 8, 16, 32), seq_len:int=2048, settings:LoraSettings=None) -> list[dict]:

@@ -45,3 +45,16 @@ def test_demo_onevision_learns(tmp_path):
     settings = json.loads((out/'adapter'/'llava_lora_settings.json').read_text())
     assert settings['version'] == 'qwen_1_5', settings   # the family's template (qwen_1_5, ChatML)
     assert '<|im_start|>assistant' in (out/'merged'/'chat_template.jinja').read_text()
+
+
+def test_demo_multi_image_learns(tmp_path):
+    "`llava_lora_demo --multi_image`: two pictures per question (which shows the shape, the colour in one); learned, merged, served as trained."
+    out = tmp_path/'demo-multi'
+    r = run_cli('llava_lora_demo', '--multi_image', '--output_dir', out, '--steps', '150', '--n_train', '500', '--quiet')
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads((out/'report.json').read_text())
+    assert rep['accuracy_finetuned'] >= rep['accuracy_base'] + 0.4, rep
+    assert rep['served_same'] == rep['served_total'] > 0, rep   # the pipeline, two images per question, the folder's chat template
+    held = json.loads((out/'data'/'heldout.json').read_text())
+    assert all(isinstance(x['image'], list) and len(x['image']) == 2 for x in held)
+    assert 'two pictures per question' in r.stdout and ' + images/' in r.stdout

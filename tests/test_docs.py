@@ -45,13 +45,19 @@ class _Server(http.server.ThreadingHTTPServer):
     def handle_error(self, request, client_address):   # the browser dropping a connection is not a site error
         if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)): super().handle_error(request, client_address)
 
+# The pages' visit takes a minute. pytest-xdist (3.8 here) does not keep an `xdist_group` on one worker, so both workers
+# would visit every page: the visit is made once per test session (`shared`, a file lock) and saved with the server's
+# address written as SERVER; each worker reads it back with its own server's address. A server lives as long as its worker.
+_SERVED, SERVER = {}, '@@SERVER@@/'
+
 @pytest.fixture(scope='module')
 def server(site):
-    "Base URL of `site` served by http.server on 127.0.0.1 with a free port."
-    httpd = _Server(('127.0.0.1', 0), functools.partial(_QuietHandler, directory=str(site)))
-    t = threading.Thread(target=httpd.serve_forever, daemon=True); t.start()
-    yield f'http://127.0.0.1:{httpd.server_address[1]}/'
-    httpd.shutdown(); httpd.server_close()
+    "Base URL of `site` served by http.server on 127.0.0.1 with a free port (one server per site and process, a daemon thread)."
+    if str(site) not in _SERVED:
+        httpd = _Server(('127.0.0.1', 0), functools.partial(_QuietHandler, directory=str(site)))
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        _SERVED[str(site)] = f'http://127.0.0.1:{httpd.server_address[1]}/'
+    return _SERVED[str(site)]
 
 @pytest.fixture(scope='module')
 def browser():
@@ -85,11 +91,27 @@ def test_site_has_the_pages(site):
     for p in pages: assert (Path(site)/p).stat().st_size > 1000, p
     assert (Path(site)/'styles.css').exists()
 
+def _swap(x, a, b):
+    "`x` (strings, lists, dicts, sets) with every `a` in its strings replaced by `b`; sets become sorted lists (JSON)."
+    if isinstance(x, str): return x.replace(a, b)
+    if isinstance(x, dict): return {k: _swap(v, a, b) for k, v in x.items()}
+    if isinstance(x, (list, tuple, set)): return [_swap(v, a, b) for v in (sorted(x) if isinstance(x, set) else x)]
+    return x
+
 @pytest.fixture(scope='module')
-def visits(site, server, browser):
+def visits(site, server, request, tmp_path_factory):
     """Every page opened once in the browser: {page name: what the checks below look at}, collected in one visit
     (console and page errors, failed requests, links, navigation, images in outputs, headings and table of contents,
-    output text) so that each page loads once, not once per check."""
+    output text) so that each page loads once per test session, not once per check or per worker."""
+    import json
+    from conftest import shared
+    def visit(d): (d/'visits.json').write_text(json.dumps(_swap(_visit_all(site, server, request.getfixturevalue('browser')), server, SERVER)))
+    got = _swap(json.loads((shared(tmp_path_factory, 'docs-visits', visit)/'visits.json').read_text()), SERVER, server)
+    for v in got.values(): v['nav'], v['ids'] = set(v['nav']), set(v['ids'])
+    return got
+
+def _visit_all(site, server, browser):
+    "`visits`' collection, page by page."
     out = {}
     for name in _pages(site):
         page, console, pageerr, failed = _visit(browser, urljoin(server, name))
