@@ -58,3 +58,8 @@ def test_demo_multi_image_learns(tmp_path):
     held = json.loads((out/'data'/'heldout.json').read_text())
     assert all(isinstance(x['image'], list) and len(x['image']) == 2 for x in held)
     assert 'two pictures per question' in r.stdout and ' + images/' in r.stdout
+    # the console script with --image given twice answers as evaluation did (the same prompt, the same two images)
+    row = json.loads((out/'heldout_results.jsonl').read_text().splitlines()[0])
+    p = run_cli('llava_lora_predict', '--model_path', out/'merged', '--image', out/'data'/row['image'][0], '--image', out/'data'/row['image'][1],
+                '--prompt', '<image>\n<image>\n' + row['question'])
+    assert p.returncode == 0 and p.stdout.strip() == rep['prediction']['answer'] == row['answer'], (p.stdout, p.stderr[-2000:], row)
