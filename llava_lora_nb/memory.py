@@ -9,7 +9,8 @@ import torch
 from .families import family_of
 from .prompts import num_image_tokens
 from .targets import trainable_report, lm_linear_paths
-from .loading import LoraSettings, KNOWN_CLIP
+from .loading import LoraSettings
+from .convert import KNOWN_CLIP
 
 # %% auto #0
 __all__ = ['GB', 'NEXT_PINPOINTS', 'ONEVISION_PINPOINTS_384', 'estimate_memory', 'llava15_config', 'memory_table', 'plot_memory',

@@ -205,7 +205,7 @@ def merge_streaming(adapter_dir, model_base, output_dir, torch_dtype=None, verif
     from transformers import AutoConfig
     adapter_dir, model_base, out = Path(adapter_dir), Path(model_base), Path(output_dir)
     check_inputs(adapter_dir, model_base, allow_other_base)
-    from llava_lora_nb.loading import llava_hf_folder
+    from llava_lora_nb.convert import llava_hf_folder
     if (model_base/'config.json').exists(): model_base = Path(llava_hf_folder(model_base))   # original layout: its llava-hf conversion
     else: raise MergeError(f"{model_base} has no config.json: the streaming merge needs a local llava-hf checkpoint folder.")
     check_adapter_matches(adapter_dir, AutoConfig.from_pretrained(model_base))

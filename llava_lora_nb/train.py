@@ -175,7 +175,7 @@ def _check_start(model_args, data_args, training_args):
             raise ValueError(f"--output_dir {out} {rel} the {flag} folder {inp}: training would write its checkpoints into it; "
                              "choose an --output_dir outside it")
     check_report_to(training_args.report_to)
-    from llava_lora_nb.loading import is_original_llava, _read_config
+    from llava_lora_nb.convert import is_original_llava, _read_config
     if is_original_llava(model_args.model_name_or_path): return _read_config(model_args.model_name_or_path)   # converted after the data check
     try: return transformers.AutoConfig.from_pretrained(model_args.model_name_or_path, cache_dir=training_args.cache_dir)
     except OSError:
@@ -270,7 +270,8 @@ def _train_held(config, model_args, data_args, training_args, callbacks, say, ve
     from llava_lora_nb.dataset import LazySupervisedDataset, data_collator
     from llava_lora_nb.check import validate_or_raise
     from llava_lora_nb.records import load_records
-    from llava_lora_nb.loading import load_for_training, llava_hf_folder
+    from llava_lora_nb.loading import load_for_training
+    from llava_lora_nb.convert import llava_hf_folder
     from llava_lora_nb.output import base_fingerprint
     if training_args.lora_weight_path: say(f"llava_lora_train: note: --lora_weight_path {training_args.lora_weight_path} is ignored (as by the original train.py)")
     # 1. the data, before anything expensive (refuses to start on errors, listing them)

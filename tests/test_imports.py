@@ -9,11 +9,11 @@ from conftest import ROOT, BIN
 
 PKG = ROOT/'llava_lora_nb'
 # the workflow order: a module may import only modules before it (testing and demo sit on top of everything)
-ORDER = ['core', 'families', 'records', 'images', 'prompts', 'dataset', 'check', 'packing', 'targets', 'loading', 'memory', 'explain', 'output', 'card', 'checkpoints', 'generation', 'loss', 'trainer',
+ORDER = ['core', 'families', 'records', 'images', 'prompts', 'dataset', 'check', 'packing', 'targets', 'convert', 'loading', 'memory', 'explain', 'output', 'card', 'checkpoints', 'generation', 'loss', 'trainer',
          'arguments', 'live',
          'train', 'merge', 'validate', 'gguf_layout', 'export', 'testing', 'demo']
 HEAVY = ('transformers.trainer', 'deepspeed', 'bitsandbytes')
-LIGHT = ['core', 'families', 'records', 'images', 'prompts', 'dataset', 'check', 'packing', 'targets', 'loading', 'memory', 'explain', 'output', 'card', 'checkpoints', 'generation', 'loss', 'merge', 'validate', 'gguf_layout', 'export']
+LIGHT = ['core', 'families', 'records', 'images', 'prompts', 'dataset', 'check', 'packing', 'targets', 'convert', 'loading', 'memory', 'explain', 'output', 'card', 'checkpoints', 'generation', 'loss', 'merge', 'validate', 'gguf_layout', 'export']
 SCRIPTS = ['llava_lora_check', 'llava_lora_train', 'llava_lora_merge', 'llava_lora_predict', 'llava_lora_eval', 'llava_lora_demo', 'llava_lora_export']
 
 def _modules(): return sorted(p.stem for p in PKG.glob('*.py') if not p.stem.startswith('_'))
