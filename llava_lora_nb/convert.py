@@ -13,7 +13,7 @@ from .families import family_of
 from .targets import projector_key_from_original
 
 # %% auto #0
-__all__ = ['KNOWN_CLIP', 'MERGE_TYPES_NEXT', 'is_original_llava', 'check_convertible', 'convert_original_llava',
+__all__ = ['KNOWN_CLIP', 'KNOWN_SIGLIP', 'MERGE_TYPES_NEXT', 'is_original_llava', 'check_convertible', 'convert_original_llava',
            'llava_hf_folder']
 
 # %% ../nbs/04a_convert.ipynb #2b82715b
@@ -45,6 +45,10 @@ KNOWN_CLIP = {  # the vision towers original LLaVA checkpoints name, for when th
     'openai/clip-vit-large-patch14': dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
                                           image_size=224, patch_size=14, projection_dim=768, hidden_act='quick_gelu'),
 }
+KNOWN_SIGLIP = {  # OneVision's tower (the LLaVA-NeXT repository drops its last layer and its head: `_vision_config` does too)
+    'google/siglip-so400m-patch14-384': dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
+                                             image_size=384, patch_size=14),
+}
 
 def _weight_files(path:Path) -> list[Path]:
     st = sorted(p for p in path.glob('*.safetensors'))
@@ -74,13 +78,18 @@ def _convert_key(k:str, next_layout:bool=False) -> Optional[str]:  # next_layout
     if k.startswith('model.'): return 'language_model.' + k
     return None
 
-def _vision_config(name, vision_tower):
-    from transformers import CLIPVisionConfig
+def _vision_config(name, vision_tower, siglip:bool=False):  # siglip: OneVision's tower, its last layer and head dropped
+    "The tower's config (CLIP, or SigLIP as the LLaVA-NeXT code uses it) and where its files are (None: known sizes only)."
+    from transformers import CLIPVisionConfig, SiglipVisionConfig
+    cls, known = (SiglipVisionConfig, KNOWN_SIGLIP) if siglip else (CLIPVisionConfig, KNOWN_CLIP)
+    def trim(c):
+        if siglip: c.num_hidden_layers -= 1; c.vision_use_head = False   # `SigLipVisionTower.load_model`: del layers[-1:], head = Identity
+        return c
     for cand in (vision_tower, name):
         if not cand: continue
-        try: return CLIPVisionConfig.from_pretrained(str(cand)), str(cand)
+        try: return trim(cls.from_pretrained(str(cand))), str(cand)
         except Exception: pass
-    if name in KNOWN_CLIP: return CLIPVisionConfig(**KNOWN_CLIP[name]), None
+    if name in known: return trim(cls(**known[name])), None
     raise FileNotFoundError(f"Cannot find the vision tower {vision_tower or name!r} named by the checkpoint: "
                             "pass vision_tower=<local folder of that CLIP model> (e.g. a download of openai/clip-vit-large-patch14-336).")
 
@@ -113,16 +122,28 @@ def _pinpoints(cfg:dict, path) -> list:
     return [list(map(int, x)) for x in p]
 
 def check_convertible(path, cfg:dict):
-    "Raise `LlavaLoraError` naming the folder and the config key when an original checkpoint is not one LLaVA-1.5 or LLaVA-NeXT computes."
+    "Raise `LlavaLoraError` naming the folder and the config key when an original checkpoint is not one LLaVA-1.5, NeXT or OneVision computes."
     ptype = cfg.get('mm_projector_type', 'linear')
     if ptype != 'mlp2x_gelu':
         raise NotImplementedError(f"{path}: mm_projector_type={ptype!r}; LlavaForConditionalGeneration / LlavaNextForConditionalGeneration "
                                   "have LLaVA-1.5's two-layer GELU projector (mlp2x_gelu) only.")
     ar, merge = str(cfg.get('image_aspect_ratio', 'pad')), str(cfg.get('mm_patch_merge_type', 'flat'))
-    if 'anyres' in ar:
+    if ar.startswith('anyres_max_'):   # the LLaVA-NeXT repository's OneVision: a Qwen2 with a SigLIP tower
+        archs, tower = ' '.join(cfg.get('architectures') or []) + ' ' + str(cfg.get('model_type')), str(cfg.get('mm_vision_tower'))
+        if 'qwen' not in archs.lower():
+            raise LlavaLoraError(f"{path}: image_aspect_ratio={ar!r} with architectures={cfg.get('architectures')!r}: only OneVision's Qwen2 "
+                                 "(LlavaQwenForCausalLM) is converted to LlavaOnevisionForConditionalGeneration.")
+        if 'siglip' not in tower.lower():
+            raise LlavaLoraError(f"{path}: mm_vision_tower={tower!r} with image_aspect_ratio={ar!r}: LlavaOnevisionForConditionalGeneration "
+                                 "converts OneVision's SigLIP tower (google/siglip-so400m-patch14-384) only.")
+        if merge not in MERGE_TYPES_NEXT:
+            raise LlavaLoraError(f"{path}: mm_patch_merge_type={merge!r} is not converted; LlavaOnevisionForConditionalGeneration computes "
+                                 f"{' / '.join(MERGE_TYPES_NEXT)} (unpadded tiles, image_newline after each row).")
+        _pinpoints(cfg, path)
+    elif 'anyres' in ar:
         if ar != 'anyres':
-            raise LlavaLoraError(f"{path}: image_aspect_ratio={ar!r} (LLaVA-OneVision style) is not converted; "
-                                 "only LLaVA-1.6's 'anyres' maps onto LlavaNextForConditionalGeneration.")
+            raise LlavaLoraError(f"{path}: image_aspect_ratio={ar!r} is not converted; LLaVA-1.6's 'anyres' maps onto "
+                                 "LlavaNextForConditionalGeneration, OneVision's 'anyres_max_N' onto LlavaOnevisionForConditionalGeneration.")
         if merge not in MERGE_TYPES_NEXT:
             raise LlavaLoraError(f"{path}: mm_patch_merge_type={merge!r} is not converted; LlavaNextForConditionalGeneration computes "
                                  f"LLaVA-1.6's {' / '.join(MERGE_TYPES_NEXT)} (unpadded tiles, image_newline after each row).")
@@ -138,14 +159,23 @@ def _next_image_processor(ip, pinpoints):
     return IP(size=dict(ip.size), crop_size=dict(ip.crop_size), image_mean=list(ip.image_mean), image_std=list(ip.image_std),
               image_grid_pinpoints=pinpoints)
 
+def _onevision_image_processor(ip, vcfg, pinpoints):
+    "OneVision's image processor with the SigLIP folder's normalisation (0.5 / 0.5 when it has none), the tower's size and the checkpoint's grid."
+    try: from transformers import LlavaOnevisionImageProcessorPil as IP
+    except ImportError: from transformers import LlavaOnevisionImageProcessor as IP
+    s = vcfg.image_size
+    mean, std = (list(ip.image_mean), list(ip.image_std)) if 'Siglip' in type(ip).__name__ else ([0.5] * 3, [0.5] * 3)
+    return IP(size={'height': s, 'width': s}, image_mean=mean, image_std=std, image_grid_pinpoints=pinpoints)
+
 def convert_original_llava(path,                   # folder of an original-layout LLaVA checkpoint
                            output_dir,             # where to write the llava-hf checkpoint (must not exist)
                            vision_tower=None,      # CLIP folder/Hub id to take the tower from (default: the checkpoint's, else `mm_vision_tower`)
                            pad_to_multiple_of:Optional[int]=None,  # round the vocabulary up (llava-hf used 64)
                           ) -> Path:
-    "Convert an original LLaVA-1.5 (1.6) checkpoint into a `LlavaForConditionalGeneration` (`LlavaNextForConditionalGeneration`) folder with its processor."
+    "Convert an original LLaVA-1.5 (1.6, OneVision) checkpoint into a `LlavaForConditionalGeneration` (`LlavaNext…`, `LlavaOnevision…`) folder with its processor."
     from safetensors.torch import save_file
     from transformers import AutoTokenizer, AddedToken, LlamaConfig, MistralConfig, LlavaConfig, LlavaProcessor, LlavaNextConfig, LlavaNextProcessor
+    from transformers import Qwen2Config, LlavaOnevisionConfig
     from llava_lora_nb.core import progress as tqdm  # tqdm.auto; a saved notebook shows the finished bar
     from llava_lora_nb.prompts import LLAVA_CHAT_TEMPLATE
     path, output_dir = Path(path), Path(output_dir)
@@ -156,18 +186,22 @@ def convert_original_llava(path,                   # folder of an original-layou
     if output_dir.exists(): raise FileExistsError(f"{output_dir} exists: choose a new output folder or delete it.")
     cfg = json.loads((path/'config.json').read_text())
     check_convertible(path, cfg)
-    is_next = family_of(cfg).name == 'next'
+    fam = family_of(cfg)
+    is_next, ov = fam.anyres, fam.name == 'onevision'   # NeXT and OneVision keep `image_newline`
     files = _weight_files(path)
-    # tokenizer: add <image> and <pad> after the original vocabulary
+    # tokenizer: add <image> and <pad> after the original vocabulary (OneVision: <image> and <video>; Qwen2 pads with <|endoftext|>)
     tok = AutoTokenizer.from_pretrained(str(path))
     nv_old = cfg['vocab_size']
-    if '<image>' not in tok.get_vocab(): tok.add_tokens([AddedToken('<image>', special=True, normalized=False)], special_tokens=True)
-    if '<pad>' not in tok.get_vocab(): tok.add_special_tokens({'pad_token': '<pad>'})
+    for t in ('<image>', '<video>') if ov else ('<image>',):
+        if t not in tok.get_vocab(): tok.add_tokens([AddedToken(t, special=True, normalized=False)], special_tokens=True)
+    if ov and tok.pad_token is not None: pass
+    elif '<pad>' not in tok.get_vocab(): tok.add_special_tokens({'pad_token': '<pad>'})
     else: tok.pad_token = '<pad>'
-    nv = len(tok)
+    nv = max(len(tok), nv_old)   # Qwen2's embedding already has spare rows for the new tokens
     if pad_to_multiple_of: nv = -(-nv // pad_to_multiple_of) * pad_to_multiple_of
+    tied = ov and bool(cfg.get('tie_word_embeddings'))   # the 0.5B: lm_head is the embedding, saved once
     # vision tower: config and (if not in the checkpoint) weights
-    vcfg, clip_src = _vision_config(cfg.get('mm_vision_tower'), vision_tower)
+    vcfg, clip_src = _vision_config(cfg.get('mm_vision_tower'), vision_tower, siglip=ov)
     from llava_lora_nb.core import staged_folder
     with staged_folder(output_dir) as tmp:
         out_files, index, has_tower, has_lm_head, embed, has_newline = [], {}, False, False, None, False
@@ -185,8 +219,7 @@ def convert_original_llava(path,                   # folder of an original-layou
                     if vision_tower is not None: continue  # an explicitly named tower wins
                 if nk in ('language_model.model.embed_tokens.weight', 'language_model.lm_head.weight'):
                     if v.shape[0] != nv_old: raise ValueError(f"{f.name}: {k} has {v.shape[0]} rows, config vocab_size is {nv_old}.")
-                    mean = v.float().mean(0, keepdim=True).to(v.dtype)
-                    v = torch.cat([v, mean.expand(nv - nv_old, -1)])
+                    if nv > nv_old: v = torch.cat([v, v.float().mean(0, keepdim=True).to(v.dtype).expand(nv - nv_old, -1)])
                     if nk.endswith('embed_tokens.weight'): embed = v
                     else: has_lm_head = True
                 sd[nk] = v.contiguous().clone()
@@ -199,14 +232,15 @@ def convert_original_llava(path,                   # folder of an original-layou
             raise LlavaLoraError(f"{path}: no model.image_newline in the weights, but config.json says mm_patch_merge_type="
                                  f"{cfg.get('mm_patch_merge_type')!r} (LLaVA-1.6 learns that embedding); the checkpoint is incomplete.")
         extra = {}
-        if not has_lm_head:  # tied or missing lm_head: clone the embeddings (as transformers' converter does)
+        if not has_lm_head and not tied:  # a missing lm_head: clone the embeddings (as transformers' converter does)
             if embed is None: raise ValueError(f"{path}: neither lm_head.weight nor model.embed_tokens.weight found.")
             extra['language_model.lm_head.weight'] = embed.clone()
         if vision_tower is not None or not has_tower:
             if clip_src is None: raise FileNotFoundError(f"{path} holds no vision tower weights and {cfg.get('mm_vision_tower')!r} is not available: "
                                                          "pass vision_tower=<local CLIP folder>.")
-            from transformers import CLIPVisionModel
-            tower = CLIPVisionModel.from_pretrained(clip_src, dtype=embed.dtype if embed is not None else None)
+            from transformers import CLIPVisionModel, SiglipVisionModel
+            tower = (SiglipVisionModel.from_pretrained(clip_src, config=vcfg, dtype=embed.dtype if embed is not None else None) if ov else
+                     CLIPVisionModel.from_pretrained(clip_src, dtype=embed.dtype if embed is not None else None))
             extra.update({'vision_tower.' + k: v.contiguous().clone() for k, v in tower.state_dict().items()})
             del tower
         if extra:
@@ -224,26 +258,38 @@ def convert_original_llava(path,                   # folder of an original-layou
                 'image_aspect_ratio', 'tune_mm_mlp_adapter', 'freeze_mm_mlp_adapter', 'mm_projector_lr', 'unfreeze_mm_vision_tower',
                 'tokenizer_padding_side', 'tokenizer_model_max_length', 'image_grid_pinpoints'}
         t = {k: v for k, v in cfg.items() if k not in drop and not k.startswith('mm_')}
-        t.update(vocab_size=nv, pad_token_id=tok.pad_token_id)
+        t.update(vocab_size=nv, pad_token_id=tok.pad_token_id, tie_word_embeddings=tied)
         mistral = 'LlavaMistralForCausalLM' in (cfg.get('architectures') or []) or cfg.get('model_type') == 'llava_mistral'
-        text = (MistralConfig if mistral else LlamaConfig)(**t)
+        text = (Qwen2Config if ov else MistralConfig if mistral else LlamaConfig)(**t)
         strategy = 'default' if cfg.get('mm_vision_select_feature', 'patch') == 'patch' else 'full'
         n_img = (vcfg.image_size // vcfg.patch_size) ** 2 + (strategy == 'full')
         common = dict(vision_config=vcfg, text_config=text, image_token_id=tok.convert_tokens_to_ids('<image>'),
                       pad_token_id=tok.pad_token_id, vision_feature_layer=cfg.get('mm_vision_select_layer', -2),
                       vision_feature_select_strategy=strategy, image_seq_length=n_img, projector_hidden_act='gelu',
                       multimodal_projector_bias=True, tie_word_embeddings=False)
-        if is_next: lcfg = LlavaNextConfig(**common, image_grid_pinpoints=_pinpoints(cfg, path))
+        if ov:   # SigLIP has no CLS token: every feature of its (already truncated) last layer
+            common.update(vision_feature_layer=-1, vision_feature_select_strategy='full', tie_word_embeddings=tied)
+            common.pop('image_seq_length')
+            lcfg = LlavaOnevisionConfig(**common, image_grid_pinpoints=_pinpoints(cfg, path), vision_aspect_ratio=cfg['image_aspect_ratio'],
+                                        video_token_id=tok.convert_tokens_to_ids('<video>'))
+        elif is_next: lcfg = LlavaNextConfig(**common, image_grid_pinpoints=_pinpoints(cfg, path))
         else: lcfg = LlavaConfig(**common)
         lcfg.architectures = [family_of(lcfg).model_class]
         if cfg.get('torch_dtype'): lcfg.dtype = cfg['torch_dtype']
         lcfg.save_pretrained(tmp)
         if (path/'generation_config.json').exists(): shutil.copy(path/'generation_config.json', tmp/'generation_config.json')
         ip = _image_processor(path, clip_src, vcfg)
-        if is_next and not type(ip).__name__.startswith('LlavaNext'): ip = _next_image_processor(ip, _pinpoints(cfg, path))
-        proc = (LlavaNextProcessor if is_next else LlavaProcessor)(
-            image_processor=ip, tokenizer=tok, patch_size=vcfg.patch_size, vision_feature_select_strategy=strategy,
-            num_additional_image_tokens=1, chat_template=LLAVA_CHAT_TEMPLATE, image_token='<image>')
+        if ov:
+            from llava_lora_nb.families import image_only_processor_cls
+            from llava_lora_nb.prompts import chat_template
+            proc = image_only_processor_cls(fam)(image_processor=_onevision_image_processor(ip, vcfg, _pinpoints(cfg, path)), tokenizer=tok,
+                                                 num_image_tokens=(vcfg.image_size // vcfg.patch_size) ** 2, vision_feature_select_strategy='full',
+                                                 vision_aspect_ratio=cfg['image_aspect_ratio'], chat_template=chat_template(fam.template))
+        else:
+            if is_next and not type(ip).__name__.startswith('LlavaNext'): ip = _next_image_processor(ip, _pinpoints(cfg, path))
+            proc = (LlavaNextProcessor if is_next else LlavaProcessor)(
+                image_processor=ip, tokenizer=tok, patch_size=vcfg.patch_size, vision_feature_select_strategy=strategy,
+                num_additional_image_tokens=1, chat_template=LLAVA_CHAT_TEMPLATE, image_token='<image>')
         proc.save_pretrained(tmp)
         (tmp/'llava_original_source.json').write_text(json.dumps({'converted_from': str(path), 'vision_tower': clip_src,
                                                                    'image_aspect_ratio': cfg.get('image_aspect_ratio')}, indent=2))

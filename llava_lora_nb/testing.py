@@ -16,7 +16,8 @@ __all__ = ['SYSTEM_VICUNA', 'COLOURS', 'SHAPES', 'TINY_PINPOINTS', 'ONEVISION_PI
            'save_tiny_checkpoint', 'tiny_next_config', 'tiny_next', 'tiny_next_processor', 'save_tiny_next_checkpoint',
            'chatml_tokenizer', 'tiny_onevision_config', 'tiny_onevision', 'tiny_onevision_processor',
            'save_tiny_onevision_checkpoint', 'draw_shape', 'make_shapes_dataset', 'train_a_little',
-           'save_tiny_original_checkpoint', 'save_tiny_original_next_checkpoint', 'make_tiny_adapter']
+           'save_tiny_original_checkpoint', 'save_tiny_original_next_checkpoint',
+           'save_tiny_original_onevision_checkpoint', 'make_tiny_adapter']
 
 # %% ../nbs/90_testing.ipynb #bafe5b02
 SYSTEM_VICUNA = ("A chat between a curious user and an artificial intelligence assistant. "
@@ -57,7 +58,10 @@ def tiny_tokenizer(vocab_size:int=350,  # merged tokens learned on top of the 3 
 
 # %% ../nbs/90_testing.ipynb #3e1c204a
 def byte_level_tokenizer(vocab_size:int=400,  # merges learned on top of the 256 bytes
-                         extra_text=()):       # more lines to learn merges from (besides the shapes task and the templates)
+                         extra_text=(),        # more lines to learn merges from (besides the shapes task and the templates)
+                         specials=(),          # special tokens added before `<image>` (e.g. ChatML's)
+                         with_image:bool=True, # add `<image>` (an original-layout tokenizer has none)
+                         pad_token:str='<pad>'):  # added unless the vocabulary has it
     "A GPT-2-style byte-level BPE tokenizer (no BOS, `<|endoftext|>` EOS) trained offline, with `<image>` and `<pad>`."
     from tokenizers import Tokenizer, models, trainers, pre_tokenizers, decoders, AddedToken
     from transformers import PreTrainedTokenizerFast
@@ -67,8 +71,10 @@ def byte_level_tokenizer(vocab_size:int=400,  # merges learned on top of the 256
     t.train_from_iterator(_corpus() + list(extra_text) * 10, trainers.BpeTrainer(vocab_size=256 + vocab_size, special_tokens=['<|endoftext|>'],
                                                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
     tok = PreTrainedTokenizerFast(tokenizer_object=t, eos_token='<|endoftext|>', model_max_length=512, padding_side='right')
-    tok.add_tokens([AddedToken('<image>', special=True, normalized=False)], special_tokens=True)
-    tok.add_special_tokens({'pad_token': '<pad>'})
+    if specials: tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in specials], special_tokens=True)
+    if with_image: tok.add_tokens([AddedToken('<image>', special=True, normalized=False)], special_tokens=True)
+    if pad_token in tok.get_vocab(): tok.pad_token = pad_token
+    else: tok.add_special_tokens({'pad_token': pad_token})
     return tok
 
 # %% ../nbs/90_testing.ipynb #10b2631a
@@ -170,13 +176,14 @@ def save_tiny_next_checkpoint(path,        # folder to write (created)
 # %% ../nbs/90_testing.ipynb #f321073f
 ONEVISION_PINPOINTS = [[32 * i, 32 * j] for i in range(1, 7) for j in range(1, 7)]   # OneVision's 1x1..6x6 grid of (here 32-px) tiles
 
-def chatml_tokenizer():
-    "`byte_level_tokenizer` made Qwen-like: `<|im_start|>`, `<|im_end|>` (the EOS) and `<video>` added, `<|endoftext|>` the pad."
+def chatml_tokenizer(with_image:bool=True):  # False: the original layout's, without `<image>` and `<video>`
+    "`byte_level_tokenizer` made Qwen-like, in Qwen2's order: `<|endoftext|>` (the pad), `<|im_start|>`, `<|im_end|>` (the EOS), then `<image>` and `<video>` last."
     from tokenizers import AddedToken
     tok = byte_level_tokenizer(extra_text=["<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n",
-                                           "<|im_end|>\n<|im_start|>assistant\n", '\n'.join([*COLOURS, *SHAPES])])
-    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in ('<|im_start|>', '<|im_end|>', '<video>')], special_tokens=True)
-    tok.add_special_tokens({'eos_token': '<|im_end|>', 'pad_token': '<|endoftext|>'})
+                                           "<|im_end|>\n<|im_start|>assistant\n", '\n'.join([*COLOURS, *SHAPES])],
+                               specials=('<|im_start|>', '<|im_end|>'), with_image=with_image, pad_token='<|endoftext|>')
+    if with_image: tok.add_tokens([AddedToken('<video>', special=True, normalized=False)], special_tokens=True)
+    tok.add_special_tokens({'eos_token': '<|im_end|>'})
     return tok
 
 def tiny_onevision_config(tokenizer=None,            # tokenizer whose vocabulary the model gets (default: `chatml_tokenizer()`)
@@ -187,7 +194,7 @@ def tiny_onevision_config(tokenizer=None,            # tokenizer whose vocabular
     from transformers import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
     tok = tokenizer if tokenizer is not None else chatml_tokenizer()
     vision = SiglipVisionConfig(hidden_size=vision_hidden_size, intermediate_size=vision_hidden_size * 2, num_hidden_layers=2,
-                                num_attention_heads=4, image_size=image_size, patch_size=patch_size)
+                                num_attention_heads=4, image_size=image_size, patch_size=patch_size, vision_use_head=False)   # as llava-hf's
     text = Qwen2Config(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=hidden_size * 2, num_hidden_layers=num_layers,
                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, initializer_range=0.1,
                        bos_token_id=None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=tie_word_embeddings)
@@ -393,6 +400,46 @@ def save_tiny_original_next_checkpoint(path,                 # folder to write: 
               mm_patch_merge_type='spatial_unpad', unfreeze_mm_vision_tower=False)
     return _write_original(model, proc, path, clip_path, include_vision_tower, **{**kw, **arch_kw, **cfg_extra})
 
+
+def save_tiny_original_onevision_checkpoint(path,            # folder to write: the LLaVA-NeXT repository's OneVision layout
+                                            seed:int=0,      # weight seed (same weights as `tiny_onevision(seed)`)
+                                            tower_path=None, # the SigLIP folder `mm_vision_tower` names (default: `path`-siglip)
+                                            **cfg_extra,     # config.json fields to override (e.g. `mm_patch_merge_type`)
+                                           ) -> tuple[Path, Path]:
+    "Write the tiny LLaVA-OneVision as `lmms-lab/llava-onevision-qwen2-*` are written (`LlavaQwenForCausalLM`, tower inside, tied embeddings); returns (checkpoint, SigLIP folder)."
+    from safetensors.torch import save_file
+    from llava_lora_nb.targets import projector_key_to_original
+    try: from transformers import SiglipImageProcessorPil as SiglipIP   # no torchvision here
+    except ImportError: from transformers import SiglipImageProcessor as SiglipIP
+    proc = tiny_onevision_processor()
+    model = tiny_onevision(seed=seed, tokenizer=proc.tokenizer)
+    cfg, path = model.config, Path(path)
+    tower_path = Path(tower_path) if tower_path else path.with_name(path.name + '-siglip')
+    # the SigLIP folder: its config has one layer more than the checkpoint holds (the LLaVA-NeXT code drops the last one)
+    v = cfg.vision_config.to_dict(); v.update(num_hidden_layers=cfg.vision_config.num_hidden_layers + 1, model_type='siglip_vision_model')
+    tower_path.mkdir(parents=True, exist_ok=True); (tower_path/'config.json').write_text(json.dumps(v, indent=2))
+    SiglipIP(size={'height': cfg.vision_config.image_size, 'width': cfg.vision_config.image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(tower_path)
+    sd = {}
+    for k, t in model.state_dict().items():
+        if k == 'lm_head.weight': continue   # tied: saved once, as the embedding
+        if k.startswith('model.language_model.'): k = 'model.' + k[len('model.language_model.'):]
+        elif k.startswith('model.multi_modal_projector.'): k = projector_key_to_original(k)
+        elif k.startswith('model.vision_tower.'): k = 'model.vision_tower.vision_tower.vision_model.' + k[len('model.vision_tower.'):]
+        sd[k] = t.detach().clone().contiguous()   # `model.image_newline` keeps its name; the embedding keeps every row (Qwen's spare rows)
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(sd, path/'model.safetensors', metadata={'format': 'pt'})
+    t = cfg.text_config.to_dict()
+    for k in ('model_type', 'architectures', 'dtype', 'torch_dtype', 'transformers_version', '_name_or_path', 'output_attentions', 'output_hidden_states', 'return_dict'): t.pop(k, None)
+    t.update(architectures=['LlavaQwenForCausalLM'], model_type='llava', torch_dtype='float32', tie_word_embeddings=True,
+             mm_vision_tower=str(tower_path), mm_hidden_size=cfg.vision_config.hidden_size, mm_projector_type='mlp2x_gelu',
+             mm_vision_select_layer=-2, mm_vision_select_feature='patch', mm_patch_merge_type='spatial_unpad', mm_newline_position='grid',
+             mm_spatial_pool_mode='bilinear', image_aspect_ratio='anyres_max_9', image_grid_pinpoints=cfg.image_grid_pinpoints,
+             mm_use_im_start_end=False, mm_use_im_patch_token=False, mm_tunable_parts='mm_vision_tower,mm_mlp_adapter,mm_language_model',
+             use_mm_proj=True, tokenizer_model_max_length=2048, tokenizer_padding_side='right')
+    t.update(cfg_extra)
+    (path/'config.json').write_text(json.dumps(t, indent=2))
+    chatml_tokenizer(with_image=False).save_pretrained(path)   # no `<image>` / `<video>`: the conversion adds them, as llava-hf's did
+    return path, tower_path
 
 # %% ../nbs/90_testing.ipynb #d375df6a
 def make_tiny_adapter(base_dir,               # base checkpoint folder (e.g. from `save_tiny_checkpoint`)
