@@ -128,25 +128,22 @@ def check_convertible(path, cfg:dict):
         raise NotImplementedError(f"{path}: mm_projector_type={ptype!r}; LlavaForConditionalGeneration / LlavaNextForConditionalGeneration "
                                   "have LLaVA-1.5's two-layer GELU projector (mlp2x_gelu) only.")
     ar, merge = str(cfg.get('image_aspect_ratio', 'pad')), str(cfg.get('mm_patch_merge_type', 'flat'))
-    if ar.startswith('anyres_max_'):   # the LLaVA-NeXT repository's OneVision: a Qwen2 with a SigLIP tower
+    if 'anyres' in ar:
+        ov = ar.startswith('anyres_max_')   # the LLaVA-NeXT repository's OneVision: a Qwen2 with a SigLIP tower
+        cls = 'LlavaOnevisionForConditionalGeneration' if ov else 'LlavaNextForConditionalGeneration'
         archs, tower = ' '.join(cfg.get('architectures') or []) + ' ' + str(cfg.get('model_type')), str(cfg.get('mm_vision_tower'))
-        if 'qwen' not in archs.lower():
+        if ov and 'qwen' not in archs.lower():
             raise LlavaLoraError(f"{path}: image_aspect_ratio={ar!r} with architectures={cfg.get('architectures')!r}: only OneVision's Qwen2 "
-                                 "(LlavaQwenForCausalLM) is converted to LlavaOnevisionForConditionalGeneration.")
-        if 'siglip' not in tower.lower():
-            raise LlavaLoraError(f"{path}: mm_vision_tower={tower!r} with image_aspect_ratio={ar!r}: LlavaOnevisionForConditionalGeneration "
+                                 f"(LlavaQwenForCausalLM) is converted to {cls}.")
+        if ov and 'siglip' not in tower.lower():
+            raise LlavaLoraError(f"{path}: mm_vision_tower={tower!r} with image_aspect_ratio={ar!r}: {cls} "
                                  "converts OneVision's SigLIP tower (google/siglip-so400m-patch14-384) only.")
-        if merge not in MERGE_TYPES_NEXT:
-            raise LlavaLoraError(f"{path}: mm_patch_merge_type={merge!r} is not converted; LlavaOnevisionForConditionalGeneration computes "
-                                 f"{' / '.join(MERGE_TYPES_NEXT)} (unpadded tiles, image_newline after each row).")
-        _pinpoints(cfg, path)
-    elif 'anyres' in ar:
-        if ar != 'anyres':
+        if not ov and ar != 'anyres':
             raise LlavaLoraError(f"{path}: image_aspect_ratio={ar!r} is not converted; LLaVA-1.6's 'anyres' maps onto "
                                  "LlavaNextForConditionalGeneration, OneVision's 'anyres_max_N' onto LlavaOnevisionForConditionalGeneration.")
         if merge not in MERGE_TYPES_NEXT:
-            raise LlavaLoraError(f"{path}: mm_patch_merge_type={merge!r} is not converted; LlavaNextForConditionalGeneration computes "
-                                 f"LLaVA-1.6's {' / '.join(MERGE_TYPES_NEXT)} (unpadded tiles, image_newline after each row).")
+            raise LlavaLoraError(f"{path}: mm_patch_merge_type={merge!r} is not converted; {cls} computes "
+                                 f"{' / '.join(MERGE_TYPES_NEXT)} (unpadded tiles, image_newline after each row).")
         _pinpoints(cfg, path)
     elif merge != 'flat':
         raise LlavaLoraError(f"{path}: mm_patch_merge_type={merge!r} with image_aspect_ratio={ar!r} is not converted: "

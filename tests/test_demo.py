@@ -50,7 +50,7 @@ def test_demo_onevision_learns(tmp_path):
 def test_demo_multi_image_learns(tmp_path):
     "`llava_lora_demo --multi_image`: two pictures per question (which shows the shape, the colour in one); learned, merged, served as trained."
     out = tmp_path/'demo-multi'
-    r = run_cli('llava_lora_demo', '--multi_image', '--output_dir', out, '--steps', '150', '--n_train', '500', '--quiet')
+    r = run_cli('llava_lora_demo', '--multi_image', '--output_dir', out, '--steps', '100', '--n_train', '400', '--quiet')
     assert r.returncode == 0, r.stderr[-3000:]
     rep = json.loads((out/'report.json').read_text())
     assert rep['accuracy_finetuned'] >= rep['accuracy_base'] + 0.4, rep

@@ -39,11 +39,17 @@ echo "== 2/4 every notebook executed once (CPU flags only; the tutorial as Jupyt
 python tools/run_nbs.py --to $OUT --run_all nbs/10_tutorial.ipynb --n_workers $WORKERS
 stage notebooks
 
+# DeepSpeed compiles its CPU shared-memory op (deepspeed_shm_comm: ~30 s, once per machine) when the first DeepSpeed run
+# starts, and every DeepSpeed test waits for it; the docs build below keeps one core busy, so it is built on the other.
+MAX_JOBS=1 python -c "from deepspeed.accelerator import get_accelerator as a; a().create_op_builder('ShareMemCommBuilder').load(verbose=False)" \
+  > $OUT/deepspeed_shm_op.log 2>&1 & ds_op=$!
+
 t0=$(date +%s)
 echo "== 3/4 docs site from the executed notebooks (make docs: Quarto if installed, else mkdocs-material)"
 bash tools/install_browser.sh
 bash tools/docs.sh --if_stale --executed $OUT
 stage docs
+wait $ds_op || echo "(DeepSpeed's shm op did not build ahead: $OUT/deepspeed_shm_op.log; the DeepSpeed tests build it themselves)"
 
 t0=$(date +%s)
 echo "== 4/4 pytest ($WORKERS workers)"
