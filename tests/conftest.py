@@ -19,9 +19,20 @@ def pytest_configure(config):
 _FIRST = ['test_train_next', 'test_faults', 'test_demo', 'test_train_deepspeed', 'test_packing', 'test_bench', 'test_train_cli', 'test_train_resume',
           'test_validate', 'test_train_stages', 'test_merge', 'test_docs']
 
+@pytest.hookimpl(trylast=True)   # after pytest-xdist's own implementation
 def pytest_collection_modifyitems(config, items):
+    """Longest files first; and each `xdist_group`'s tests to one worker. `--dist loadgroup` groups by the `@group` suffix
+    a worker adds to the test ids, but pytest-xdist 3.8 writes `item._nodeid`, which pytest 9 no longer reads (ids live in
+    `item._id`): the groups were spread over both workers (the docs tests visited every page on each), so the suffix is
+    added here the way pytest 9 reads it."""
     rank = {name: i for i, name in enumerate(_FIRST)}
     items.sort(key=lambda it: rank.get(Path(str(it.fspath)).stem, len(_FIRST)))   # stable: the order within a file is kept
+    if not getattr(config.option, 'loadgroup', False): return
+    try: from _pytest.nodeid import NodeId
+    except ImportError: return   # an older pytest: xdist's own suffix works
+    for item in items:
+        groups = sorted({str(m.args[0] if m.args else m.kwargs.get('name', 'default')) for m in item.iter_markers('xdist_group')})
+        if groups and '@' not in item.nodeid and hasattr(item, '_id'): item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(groups)}")
 
 def run_cli(name, *args, timeout=600, env=None, cwd=None):
     "Run console script `name` from this venv as a subprocess; returns the CompletedProcess (text)."

@@ -45,9 +45,10 @@ class _Server(http.server.ThreadingHTTPServer):
     def handle_error(self, request, client_address):   # the browser dropping a connection is not a site error
         if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)): super().handle_error(request, client_address)
 
-# The pages' visit takes a minute. pytest-xdist (3.8 here) does not keep an `xdist_group` on one worker, so both workers
-# would visit every page: the visit is made once per test session (`shared`, a file lock) and saved with the server's
-# address written as SERVER; each worker reads it back with its own server's address. A server lives as long as its worker.
+# The pages' visit takes half a minute. It is made once per test session (`shared`, a file lock) and saved with the
+# server's address written as SERVER, then read back with the reading server's address: module fixtures are set up
+# again whenever a worker's queue runs dry, and before conftest's fix of `xdist_group` both workers visited every page.
+# A server lives as long as its worker.
 _SERVED, SERVER = {}, '@@SERVER@@/'
 
 @pytest.fixture(scope='module')

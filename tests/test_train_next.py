@@ -48,6 +48,9 @@ def test_next_images_train_reload_merge(tmp_path, next_ckpt, next_shapes):
     batch = probe_batch(proc)
     assert logits_error(_logits(model, batch), _logits(merged, batch)) < MERGE_TOLERANCE[torch.float32]
 
+# one worker runs both: the first DeepSpeed run on a machine compiles DeepSpeed's CPU shm op (~30 s); together, the second
+# finds it built instead of waiting for it on the other worker
+@pytest.mark.xdist_group('next_deepspeed')
 @pytest.mark.parametrize('stage', ['zero2', 'zero3'])
 def test_next_deepspeed_text_only(tmp_path, next_ckpt, stage):
     "`llava_lora_train --deepspeed zero2/zero3` on the tiny NeXT checkpoint (one CPU process, text-only records): complete, loadable outputs."
