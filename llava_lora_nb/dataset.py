@@ -24,7 +24,7 @@ __all__ = ['CACHE_VERSION', 'validate_records', 'LazySupervisedDataset', 'token_
            'PreprocessedCache']
 
 # %% ../nbs/03_dataset.ipynb #feafa824
-def _image_problems(jobs,            # `(index, id, path)` of the records whose image to decode
+def _image_problems(jobs,            # `(index, id, path[, field])` of the images to decode (field: 'image', or 'image[k]' in a list)
                     workers:int=None, # threads (default: the CPU count, at most 8)
                     progress:bool=False):
     "Fully decode every image of `jobs` in a thread pool: a `Problem` for each record whose image is missing or does not decode."
@@ -32,14 +32,14 @@ def _image_problems(jobs,            # `(index, id, path)` of the records whose 
         if not path.is_file(): return f"file not found: {path}"
         try: open_image(path)
         except Exception as e: return f"{path} cannot be read as an image ({type(e).__name__}: {e}); replace or remove it"
-    paths = list(dict.fromkeys(p for _, _, p in jobs))
+    paths = list(dict.fromkeys(j[2] for j in jobs))
     with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as ex:
         it = ex.map(err, paths)
         if progress:
             from llava_lora_nb.core import progress as tqdm  # tqdm.auto; a saved notebook shows the finished bar
             it = tqdm(it, total=len(paths), desc='decoding images')
         errs = dict(zip(paths, list(it)))   # the whole iterator: the bar closes at 100%
-    return [Problem(i, rid, 'image', errs[p]) for i, rid, p in jobs if errs[p]]
+    return [Problem(j[0], j[1], j[3] if len(j) > 3 else 'image', errs[j[2]]) for j in jobs if errs[j[2]]]
 
 # %% ../nbs/03_dataset.ipynb #a3bbec9e
 def _percentiles(xs):
@@ -88,8 +88,10 @@ def validate_records(records,                    # list of records (e.g. from `l
         rep.problems += probs
         if not isinstance(r, dict): continue
         images, bad_image = record_images(r), any(p.field.startswith('image') for p in probs)
-        if images and check_images and folder_ok and not bad_image:
-            jobs += [(i, r.get('id'), resolve_image_path(image_folder, im)) for im in images]
+        if images and check_images and folder_ok:   # each image whose path passed: decoded (a list's others are named by index)
+            named = [f"image[{k}]" if isinstance(r['image'], list) else 'image' for k in range(len(images))]
+            bad_fields = {p.field for p in probs}
+            jobs += [(i, r.get('id'), resolve_image_path(image_folder, im), f) for im, f in zip(images, named) if f not in bad_fields and 'image' not in bad_fields]
         if tok is None or any(not p.field.startswith('image') and p.level == 'error' for p in probs): continue
         size = None
         if anyres and images:   # their sizes decide their image tokens: read from the files' headers (a broken image is reported below)
