@@ -244,8 +244,14 @@ def mkdocs_config(nav_pages:list, cfg, site_title:str, src_docs:Path, site_dir:P
     return conf
 
 # ---------------------------------------------------------------- one notebook, all steps
-def build_one(nb_path:str, src_docs:str, proc_dir:str, pagemap:dict, skip_flags:list, timeout:int, threads:int,
-              reuse_proc:bool=False, executed_dir:str|None=None) -> dict:
+def build_one(*args, **kwargs) -> dict:
+    "`_build_one` in a worker that may take the next notebook: nbdev's processing runs an IPython shell, which replaces `__main__`."
+    main = sys.modules.get('__main__')
+    try: return _build_one(*args, **kwargs)
+    finally: sys.modules['__main__'] = main
+
+def _build_one(nb_path:str, src_docs:str, proc_dir:str, pagemap:dict, skip_flags:list, timeout:int, threads:int,
+               reuse_proc:bool=False, executed_dir:str|None=None) -> dict:
     """Execute and process one notebook (steps 1-2), and write the notebook mkdocs-jupyter renders into `src_docs`
     (named as its page: `records.ipynb` -> `records.html`); returns a dict for the summary (or raises with the notebook named).
     `reuse_proc`: take nbdev's processed notebook from `_proc/` as the last build left it (fast, to work on the rendering).
@@ -367,7 +373,10 @@ def build(dest:Path=ROOT/'_docs', n_workers:int=2, timeout:int=300, quiet=False,
     t0, results, errors = time.time(), [], []
     say(f"docs: {'processing' if executed else 'building'} {len(order)} notebooks" + (f' executed in {executed}' if executed else f' ({n_workers} workers, {timeout} s per notebook)') + f", then mkdocs-material -> {dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest}")
     try:
-        with ProcessPoolExecutor(max_workers=n_workers, mp_context=mp.get_context('spawn'), max_tasks_per_child=1) as ex:
+        # executing: a fresh process per notebook; from executed copies (or _proc/), a worker keeps its imports: nbdev's
+        # processing runs each notebook's import cells, and importing torch/transformers again costs ~5 s a notebook
+        fresh = dict(max_tasks_per_child=1) if not (executed or reuse_proc) else {}
+        with ProcessPoolExecutor(max_workers=n_workers, mp_context=mp.get_context('spawn'), **fresh) as ex:
             futs = {ex.submit(build_one, str(have[e]), str(src_docs), str(proc), pagemap, skip_flags, timeout, threads,
                               reuse_proc, str(executed) if executed else None): e for _, e in order}
             for f in tqdm(as_completed(futs), total=len(futs), desc='docs', unit='nb', disable=quiet):

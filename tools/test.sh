@@ -34,6 +34,9 @@ if [ "${1:-}" = "--fast" ]; then
   exit 0
 fi
 
+# the docs browser test's Chromium (apt on a fresh machine: mostly download, ~25 s) comes while the notebooks run
+bash tools/install_browser.sh > $OUT/install_browser.log 2>&1 & browser=$!
+
 t0=$(date +%s)
 echo "== 2/4 every notebook executed once (CPU flags only; the tutorial as JupyterLab's Run All) -> $OUT/"
 python tools/run_nbs.py --to $OUT --run_all nbs/10_tutorial.ipynb --n_workers $WORKERS
@@ -46,7 +49,8 @@ MAX_JOBS=1 python -c "from deepspeed.accelerator import get_accelerator as a; a(
 
 t0=$(date +%s)
 echo "== 3/4 docs site from the executed notebooks (make docs: Quarto if installed, else mkdocs-material)"
-bash tools/install_browser.sh
+wait $browser || { cat $OUT/install_browser.log >&2; exit 1; }
+cat $OUT/install_browser.log
 bash tools/docs.sh --if_stale --executed $OUT
 stage docs
 wait $ds_op || echo "(DeepSpeed's shm op did not build ahead: $OUT/deepspeed_shm_op.log; the DeepSpeed tests build it themselves)"
