@@ -15,9 +15,7 @@ __all__ = ['SYSTEM_VICUNA', 'COLOURS', 'SHAPES', 'TINY_PINPOINTS', 'ONEVISION_PI
            'tiny_tokenizer', 'byte_level_tokenizer', 'tiny_llava_config', 'tiny_llava', 'tiny_processor',
            'save_tiny_checkpoint', 'tiny_next_config', 'tiny_next', 'tiny_next_processor', 'save_tiny_next_checkpoint',
            'chatml_tokenizer', 'tiny_onevision_config', 'tiny_onevision', 'tiny_onevision_processor',
-           'save_tiny_onevision_checkpoint', 'draw_shape', 'make_shapes_dataset', 'train_a_little',
-           'save_tiny_original_checkpoint', 'save_tiny_original_next_checkpoint',
-           'save_tiny_original_onevision_checkpoint', 'make_tiny_adapter']
+           'save_tiny_onevision_checkpoint', 'draw_shape', 'make_shapes_dataset', 'train_a_little', 'make_tiny_adapter']
 
 # %% ../nbs/90_testing.ipynb #bafe5b02
 SYSTEM_VICUNA = ("A chat between a curious user and an artificial intelligence assistant. "
@@ -325,121 +323,6 @@ def train_a_little(model, processor,
         loss = model(**coll([ds[i] for i in torch.randint(len(ds), (batch_size,), generator=g).tolist()])).loss
         loss.backward(); opt.step(); opt.zero_grad(); losses.append(loss.item())
     return losses
-
-# %% ../nbs/90_testing.ipynb #8f3a2826
-def _base_tokenizer(tok):
-    "A Llama tokenizer with `tok`'s vocabulary and merges but without the tokens added after it (`<image>`, `<pad>`); pad = unk."
-    from transformers import LlamaTokenizer
-    js = json.loads(tok.backend_tokenizer.to_str())
-    added = {t['content'] for t in js.get('added_tokens', []) if t['content'] not in ('<unk>', '<s>', '</s>')}
-    vocab = {k: v for k, v in js['model']['vocab'].items() if k not in added}
-    merges = [tuple(m.split(' ')) if isinstance(m, str) else tuple(m) for m in js['model']['merges']]
-    base = LlamaTokenizer(vocab=vocab, merges=merges, legacy=False, add_bos_token=True, add_eos_token=False,
-                          model_max_length=tok.model_max_length, padding_side='right')
-    base.pad_token = base.unk_token
-    return base
-
-def _write_original(model, proc, path, clip_path, include_vision_tower, **cfg_extra) -> tuple[Path, Path]:
-    "Write `model` (llava-hf, 1.5 or NeXT) in the original `LlavaLlamaForCausalLM` layout, and its CLIP folder."
-    from safetensors.torch import save_file
-    from llava_lora_nb.targets import projector_key_to_original
-    path = Path(path); clip_path = Path(clip_path) if clip_path else path.with_name(path.name + '-clip')
-    cfg = model.config
-    # the CLIP folder that `mm_vision_tower` points at: weights, config and the image processor
-    model.model.vision_tower.save_pretrained(clip_path, safe_serialization=True)
-    try: from transformers import CLIPImageProcessorPil as ImageProcessor
-    except ImportError: from transformers import CLIPImageProcessor as ImageProcessor
-    ip = proc.image_processor
-    ImageProcessor(size=dict(ip.size), crop_size=dict(ip.crop_size)).save_pretrained(clip_path)
-    base = _base_tokenizer(proc.tokenizer); nv = len(base)
-    sd = {}
-    for k, v in model.state_dict().items():
-        if k.startswith('model.language_model.'): k = 'model.' + k[len('model.language_model.'):]
-        elif k.startswith('model.multi_modal_projector.'): k = projector_key_to_original(k)
-        elif k.startswith('model.vision_tower.'):
-            if not include_vision_tower: continue
-            k = 'model.vision_tower.vision_tower.vision_model.' + k[len('model.vision_tower.'):]
-        if k in ('model.embed_tokens.weight', 'lm_head.weight'): v = v[:nv]
-        sd[k] = v.detach().clone().contiguous()   # `model.image_newline` (NeXT) keeps its name
-    path.mkdir(parents=True, exist_ok=True)
-    save_file(sd, path/'model.safetensors', metadata={'format': 'pt'})
-    t = cfg.text_config.to_dict()
-    for k in ('model_type', 'architectures', 'dtype', 'torch_dtype', 'transformers_version', '_name_or_path', 'output_attentions', 'output_hidden_states', 'return_dict'): t.pop(k, None)
-    v = cfg.vision_config
-    t.update(architectures=['LlavaLlamaForCausalLM'], model_type='llava_llama', vocab_size=nv, pad_token_id=base.pad_token_id,
-             torch_dtype='float32', mm_vision_tower=str(clip_path), mm_hidden_size=v.hidden_size, mm_projector_type='mlp2x_gelu',
-             mm_vision_select_layer=cfg.vision_feature_layer, mm_vision_select_feature='patch', mm_patch_merge_type='flat',
-             image_aspect_ratio='pad', mm_use_im_start_end=False, mm_use_im_patch_token=False, tune_mm_mlp_adapter=False,
-             freeze_mm_mlp_adapter=False, use_mm_proj=True, use_cache=True, tokenizer_model_max_length=2048, tokenizer_padding_side='right')
-    t.update(cfg_extra)
-    (path/'config.json').write_text(json.dumps(t, indent=2))
-    base.save_pretrained(path)
-    return path, clip_path
-
-def save_tiny_original_checkpoint(path,                      # folder to write: the original-layout checkpoint
-                                  seed:int=0,                # weight seed (same weights as `tiny_llava(seed)`)
-                                  include_vision_tower:bool=True,  # also store CLIP inside the checkpoint
-                                  clip_path=None,            # where to write the CLIP folder `mm_vision_tower` names (default: `path`-clip)
-                                 ) -> tuple[Path, Path]:
-    "Write the tiny LLaVA in the original `LlavaLlamaForCausalLM` layout; returns (checkpoint folder, CLIP folder)."
-    proc = tiny_processor()
-    return _write_original(tiny_llava(seed=seed, tokenizer=proc.tokenizer), proc, path, clip_path, include_vision_tower)
-
-def save_tiny_original_next_checkpoint(path,                 # folder to write: the original-layout LLaVA-1.6 checkpoint
-                                       seed:int=0,           # weight seed (same weights as `tiny_next(seed)`)
-                                       include_vision_tower:bool=True,  # also store CLIP inside the checkpoint
-                                       clip_path=None,       # the CLIP folder `mm_vision_tower` names (default: `path`-clip)
-                                       arch:str='llama',     # 'llama' (llava-v1.6-vicuna) or 'mistral' (llava-v1.6-mistral) in config.json
-                                       **cfg_extra,          # config.json fields to override (e.g. `mm_patch_merge_type`)
-                                      ) -> tuple[Path, Path]:
-    "Write the tiny LLaVA-NeXT in the original LLaVA-1.6 layout (`model.image_newline`, anyres config); returns (checkpoint, CLIP folder)."
-    proc = tiny_next_processor()
-    model = tiny_next(seed=seed, tokenizer=proc.tokenizer)
-    arch_kw = {} if arch == 'llama' else dict(architectures=['LlavaMistralForCausalLM'], model_type='llava_mistral', sliding_window=None)
-    kw = dict(image_aspect_ratio='anyres', image_grid_pinpoints=model.config.image_grid_pinpoints,
-              mm_patch_merge_type='spatial_unpad', unfreeze_mm_vision_tower=False)
-    return _write_original(model, proc, path, clip_path, include_vision_tower, **{**kw, **arch_kw, **cfg_extra})
-
-
-def save_tiny_original_onevision_checkpoint(path,            # folder to write: the LLaVA-NeXT repository's OneVision layout
-                                            seed:int=0,      # weight seed (same weights as `tiny_onevision(seed)`)
-                                            tower_path=None, # the SigLIP folder `mm_vision_tower` names (default: `path`-siglip)
-                                            **cfg_extra,     # config.json fields to override (e.g. `mm_patch_merge_type`)
-                                           ) -> tuple[Path, Path]:
-    "Write the tiny LLaVA-OneVision as `lmms-lab/llava-onevision-qwen2-*` are written (`LlavaQwenForCausalLM`, tower inside, tied embeddings); returns (checkpoint, SigLIP folder)."
-    from safetensors.torch import save_file
-    from llava_lora_nb.targets import projector_key_to_original
-    try: from transformers import SiglipImageProcessorPil as SiglipIP   # no torchvision here
-    except ImportError: from transformers import SiglipImageProcessor as SiglipIP
-    proc = tiny_onevision_processor()
-    model = tiny_onevision(seed=seed, tokenizer=proc.tokenizer)
-    cfg, path = model.config, Path(path)
-    tower_path = Path(tower_path) if tower_path else path.with_name(path.name + '-siglip')
-    # the SigLIP folder: its config has one layer more than the checkpoint holds (the LLaVA-NeXT code drops the last one)
-    v = cfg.vision_config.to_dict(); v.update(num_hidden_layers=cfg.vision_config.num_hidden_layers + 1, model_type='siglip_vision_model')
-    tower_path.mkdir(parents=True, exist_ok=True); (tower_path/'config.json').write_text(json.dumps(v, indent=2))
-    SiglipIP(size={'height': cfg.vision_config.image_size, 'width': cfg.vision_config.image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(tower_path)
-    sd = {}
-    for k, t in model.state_dict().items():
-        if k == 'lm_head.weight': continue   # tied: saved once, as the embedding
-        if k.startswith('model.language_model.'): k = 'model.' + k[len('model.language_model.'):]
-        elif k.startswith('model.multi_modal_projector.'): k = projector_key_to_original(k)
-        elif k.startswith('model.vision_tower.'): k = 'model.vision_tower.vision_tower.vision_model.' + k[len('model.vision_tower.'):]
-        sd[k] = t.detach().clone().contiguous()   # `model.image_newline` keeps its name; the embedding keeps every row (Qwen's spare rows)
-    path.mkdir(parents=True, exist_ok=True)
-    save_file(sd, path/'model.safetensors', metadata={'format': 'pt'})
-    t = cfg.text_config.to_dict()
-    for k in ('model_type', 'architectures', 'dtype', 'torch_dtype', 'transformers_version', '_name_or_path', 'output_attentions', 'output_hidden_states', 'return_dict'): t.pop(k, None)
-    t.update(architectures=['LlavaQwenForCausalLM'], model_type='llava', torch_dtype='float32', tie_word_embeddings=True,
-             mm_vision_tower=str(tower_path), mm_hidden_size=cfg.vision_config.hidden_size, mm_projector_type='mlp2x_gelu',
-             mm_vision_select_layer=-2, mm_vision_select_feature='patch', mm_patch_merge_type='spatial_unpad', mm_newline_position='grid',
-             mm_spatial_pool_mode='bilinear', image_aspect_ratio='anyres_max_9', image_grid_pinpoints=cfg.image_grid_pinpoints,
-             mm_use_im_start_end=False, mm_use_im_patch_token=False, mm_tunable_parts='mm_vision_tower,mm_mlp_adapter,mm_language_model',
-             use_mm_proj=True, tokenizer_model_max_length=2048, tokenizer_padding_side='right')
-    t.update(cfg_extra)
-    (path/'config.json').write_text(json.dumps(t, indent=2))
-    chatml_tokenizer(with_image=False).save_pretrained(path)   # no `<image>` / `<video>`: the conversion adds them, as llava-hf's did
-    return path, tower_path
 
 # %% ../nbs/90_testing.ipynb #d375df6a
 def make_tiny_adapter(base_dir,               # base checkpoint folder (e.g. from `save_tiny_checkpoint`)

@@ -8,10 +8,10 @@ import pytest
 from conftest import ROOT, BIN
 
 PKG = ROOT/'llava_lora_nb'
-# the workflow order: a module may import only modules before it (testing and demo sit on top of everything)
+# the workflow order: a module may import only modules before it (the fixtures and demo sit on top of everything)
 ORDER = ['core', 'families', 'records', 'images', 'prompts', 'dataset', 'check', 'packing', 'targets', 'convert', 'loading', 'memory', 'explain', 'output', 'card', 'checkpoints', 'generation', 'loss', 'trainer',
          'arguments', 'live',
-         'train', 'merge', 'validate', 'gguf_layout', 'export', 'testing', 'demo']
+         'train', 'merge', 'validate', 'gguf_layout', 'export', 'testing', 'testing_original', 'demo']
 HEAVY = ('transformers.trainer', 'deepspeed', 'bitsandbytes')
 LIGHT = ['core', 'families', 'records', 'images', 'prompts', 'dataset', 'check', 'packing', 'targets', 'convert', 'loading', 'memory', 'explain', 'output', 'card', 'checkpoints', 'generation', 'loss', 'merge', 'validate', 'gguf_layout', 'export']
 SCRIPTS = ['llava_lora_check', 'llava_lora_train', 'llava_lora_merge', 'llava_lora_predict', 'llava_lora_eval', 'llava_lora_demo', 'llava_lora_export']
@@ -50,7 +50,7 @@ def test_train_merge_validate_stand_side_by_side():
         assert not _imports(a) & ({'train', 'merge', 'validate'} - {a}), (a, _imports(a))
 
 def test_fixtures_only_for_demo():
-    assert [m for m in _modules() if 'testing' in _imports(m)] == ['demo']
+    assert [m for m in _modules() if 'testing' in _imports(m)] == ['demo', 'testing_original']   # the fixtures' second half builds on the first
 
 @pytest.mark.parametrize('name', LIGHT)
 def test_light_import(name):

@@ -171,7 +171,7 @@ def test_train_cli_truncated_weights_on_resume(tmp_path, tiny_ckpt, shapes):
 
 def test_train_and_merge_from_original_layout_checkpoint(tmp_path, shapes):
     "An original-layout checkpoint (LlavaLlamaForCausalLM, as liuhaotian/llava-v1.5-13b) trains (converted once) and merges onto itself both ways."
-    from llava_lora_nb.testing import save_tiny_original_checkpoint
+    from llava_lora_nb.testing_original import save_tiny_original_checkpoint
     from llava_lora_nb.merge import checkpoint_tensors, same_tensors
     data, _, folder = shapes
     orig, _ = save_tiny_original_checkpoint(tmp_path/'llava-v1.5-tiny')
