@@ -278,7 +278,7 @@ def convert_original_llava(path,                   # folder of an original-layou
         ip = _image_processor(path, clip_src, vcfg)
         if ov:
             from llava_lora_nb.families import image_only_processor_cls
-            from llava_lora_nb.prompts import chat_template
+            from llava_lora_nb.chat_templates import chat_template
             proc = image_only_processor_cls(fam)(image_processor=_onevision_image_processor(ip, vcfg, _pinpoints(cfg, path)), tokenizer=tok,
                                                  num_image_tokens=(vcfg.image_size // vcfg.patch_size) ** 2, vision_feature_select_strategy='full',
                                                  vision_aspect_ratio=cfg['image_aspect_ratio'], chat_template=chat_template(fam.template))

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 from .core import LlavaLoraError
 from .output import RunSettings
-from .prompts import chat_template, get_template, _BODY
+from .prompts import get_template
+from .chat_templates import chat_template, _BODY
 
 # %% auto #0
 __all__ = ['GGUF_TYPES', 'LM_ARCHS', 'FILE_TYPE', 'ExportError', 'check_exportable', 'lm_gguf_name', 'mmproj_gguf_name',

@@ -13,7 +13,7 @@ from .families import load_processor
 from .output import (NON_LORA, SETTINGS_NAME, PROJECTOR_KEY, RunSettings, is_adapter_dir, check_base_exists, check_adapter_folder,
                      check_inputs, check_adapter_matches, read_non_lora_trainables, checkpoint_dtype, load_adapter_model)
 from .card import write_model_card
-from .prompts import set_chat_template, stop_token_ids
+from .chat_templates import set_chat_template, stop_token_ids
 
 # %% auto #0
 __all__ = ['MERGE_TOLERANCE', 'MergeError', 'check_output_path', 'probe_batch', 'logits_error', 'merge_in_memory',

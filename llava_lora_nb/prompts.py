@@ -17,7 +17,7 @@ from .images import is_anyres, image_size_of, anyres_grid, anyres_image_tokens, 
 # %% auto #0
 __all__ = ['TEMPLATES', 'TEMPLATE_ALIASES', 'LLAVA_CHAT_TEMPLATE', 'IGNORE_INDEX', 'Template', 'template_for', 'get_template',
            'render_prompt', 'num_image_tokens', 'tokenize_conversation', 'text_budget', 'image_truncation',
-           'build_inference_inputs', 'chat_template', 'set_chat_template', 'stop_token_ids']
+           'build_inference_inputs']
 
 # %% ../nbs/02_prompts.ipynb #ebdab08e
 @dataclass(frozen=True)
@@ -392,68 +392,3 @@ def build_inference_inputs(conversations_or_question,  # a question string, or t
     if len(images) > 1 and _max_tiles(getattr(processor, 'vision_aspect_ratio', None)):   # OneVision: several images skip their tiles
         out['batch_num_images'] = torch.tensor([len(images)], dtype=torch.long)
     return out
-
-# %% ../nbs/02_prompts.ipynb #df0fd331
-def _jq(s:str)->str:
-    "A Jinja string literal for `s`."
-    return "'" + s.replace('\\', '\\\\').replace("'", "\\'").replace('\n', '\\n') + "'"
-
-_BODY = ("{%- macro body(m) -%}{%- if m['content'] is string -%}"   # one image: `<image>\\n` first, as in training; several: where they are
-         "{%- if m['content'].split('<image>') | length == 2 -%}{{ '<image>\\n' + m['content'] | replace('<image>', '') | trim }}"
-         "{%- else -%}{{ m['content'] }}{%- endif -%}"
-         "{%- else -%}{%- set n = m['content'] | selectattr('type', 'equalto', 'image') | list | length -%}"
-         "{%- if n > 1 -%}{%- for c in m['content'] -%}{%- if c['type'] == 'image' -%}{{ '<image>' }}{%- elif c['type'] == 'text' -%}{{ c['text'] }}"
-         "{%- endif -%}{%- endfor -%}"
-         "{%- elif n == 1 -%}{{ '<image>\\n' + m['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('') | trim }}"
-         "{%- else -%}{{ m['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('\\n') }}"
-         "{%- endif -%}{%- endif -%}{%- endmacro -%}")
-
-def chat_template(template='vicuna_v1')->str: # template name or `Template`
-    "The Jinja chat template that renders `template` exactly as training does, with `{% generation %}` around what is supervised."
-    tpl = get_template(template)
-    close = _jq(tpl.sep2) if tpl.sep2 is not None else 'eos_token'
-    sys_prefix = '<|im_start|>system\n' if tpl.style in ('mpt', 'chatml') and tpl.system.startswith('<|im_start|>system\n') else ''
-    head = (_BODY + "{%- set ns = namespace(system=" + _jq(tpl.system[len(sys_prefix):]) + ") -%}"
-            "{%- if messages and messages[0]['role'] == 'system' -%}{%- set ns.system = body(messages[0]) -%}{%- endif -%}")
-    turns = "{%- for m in messages if m['role'] != 'system' -%}"
-    if tpl.style == 'plain':
-        return (head + turns + "{%- if m['role'] == 'user' -%}{{ '<image>' }}{%- else -%}{% generation %}{{ body(m) + " + close +
-                " }}{% endgeneration %}{%- endif -%}{%- endfor -%}")
-    if tpl.style == 'llama_2':
-        return (head + turns + "{%- if m['role'] == 'user' -%}{{ (" + _jq(tpl.sep) + " if loop.index0 else '') + '[INST] ' }}"
-                "{%- if loop.index0 == 0 and ns.system -%}{{ '<<SYS>>\\n' + ns.system + '\\n<</SYS>>\\n\\n' }}{%- endif -%}"
-                "{{ body(m) + ' [/INST]' }}{%- else -%}{% generation %}{{ ' ' + body(m) + ' ' + " + close + " }}{% endgeneration %}"
-                "{%- endif -%}{%- endfor -%}")
-    user, asst = tpl.roles
-    if tpl.style == 'chatml':
-        return (head + "{%- if ns.system -%}{{ " + _jq(sys_prefix) + " + ns.system + " + _jq(tpl.sep + '\n') + " }}{%- endif -%}" + turns +
-                "{%- if m['role'] == 'user' -%}{{ " + _jq(user + '\n') + " + body(m) + " + _jq(tpl.sep + '\n') + " }}"
-                "{%- else -%}{{ " + _jq(asst + '\n') + " }}{% generation %}{{ body(m) + " + close + " }}{% endgeneration %}{{ '\\n' }}"
-                "{%- endif -%}{%- endfor -%}{%- if add_generation_prompt -%}{{ " + _jq(asst + '\n') + " }}{%- endif -%}")
-    if tpl.style == 'mpt':
-        return (head + "{{ " + _jq(sys_prefix) + " + ns.system + " + _jq(tpl.sep) + " }}" + turns +
-                "{%- if m['role'] == 'user' -%}{{ " + _jq(user) + " + body(m) + " + _jq(tpl.sep) + " }}"
-                "{%- else -%}{{ " + _jq(asst) + " }}{% generation %}{{ body(m) + " + close + " }}{% endgeneration %}{%- endif -%}{%- endfor -%}"
-                "{%- if add_generation_prompt -%}{{ " + _jq(asst) + " }}{%- endif -%}")
-    return (head + "{%- if ns.system -%}{{ ns.system + " + _jq(tpl.sep) + " }}{%- endif -%}" + turns +
-            "{%- if m['role'] == 'user' -%}{{ " + _jq(user + ': ') + " + body(m) + " + _jq(tpl.sep) + " }}"
-            "{%- else -%}{{ " + _jq(asst + ':') + " }}{% generation %}{{ ' ' + body(m) + " + close + " }}{% endgeneration %}{%- endif -%}{%- endfor -%}"
-            "{%- if add_generation_prompt -%}{{ " + _jq(asst + ':') + " }}{%- endif -%}")
-
-def set_chat_template(processor,               # the processor (or tokenizer) a folder will be saved with
-                      template='vicuna_v1')->str: # the training template
-    "Make `template` the chat template of `processor` and of its tokenizer (what `save_pretrained` writes); returns it."
-    ct = chat_template(template)
-    processor.chat_template = ct
-    tok = _tokenizer(processor)
-    if tok is not processor: tok.chat_template = ct
-    return ct
-
-def stop_token_ids(template,                # template name or `Template`
-                   processor_or_tokenizer)->list: # its tokenizer
-    "The ids that end an answer under `template`: EOS, and the template's own end of turn when it is one token (`<|im_end|>`)."
-    tpl, tok = get_template(template), _tokenizer(processor_or_tokenizer)
-    ids = [tok.eos_token_id] if tok.eos_token_id is not None else []
-    end = tpl.sep2.strip() if tpl.sep2 else ''
-    if end and (tid := tok.convert_tokens_to_ids(end)) not in (None, tok.unk_token_id) and tid not in ids: ids.append(tid)
-    return ids

@@ -212,7 +212,7 @@ def tiny_onevision(seed:int=0, **kwargs):
 def tiny_onevision_processor(image_size:int=32, patch_size:int=8, tokenizer=None, image_grid_pinpoints=None):
     "A real `LlavaOnevisionProcessor` (without a video processor): SigLIP-style preprocessing, 32-px tiles, `chatml_tokenizer`, the `qwen_1_5` template."
     from llava_lora_nb.families import image_only_processor_cls
-    from llava_lora_nb.prompts import chat_template
+    from llava_lora_nb.chat_templates import chat_template
     try: from transformers import LlavaOnevisionImageProcessorPil as ImageProcessor  # no torchvision here
     except ImportError: from transformers import LlavaOnevisionImageProcessor as ImageProcessor
     ip = ImageProcessor(size={'height': image_size, 'width': image_size}, image_grid_pinpoints=image_grid_pinpoints or ONEVISION_PINPOINTS,
@@ -340,7 +340,7 @@ def make_tiny_adapter(base_dir,               # base checkpoint folder (e.g. fro
     from llava_lora_nb.loading import LoraSettings
     from llava_lora_nb.output import base_fingerprint
     from llava_lora_nb.output import RunSettings, save_non_lora_trainables, non_lora_trainables
-    from llava_lora_nb.prompts import set_chat_template
+    from llava_lora_nb.chat_templates import set_chat_template
     base_dir, out = Path(base_dir), Path(out_dir)
     fam = family_of(base_dir)
     model = fam.model_cls().from_pretrained(base_dir, dtype=torch.float32)

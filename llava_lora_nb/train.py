@@ -13,7 +13,7 @@ from .core import LlavaLoraError, check_safetensors, run_cli, in_notebook, path_
 from .families import family_of, load_processor
 from .loading import LoraFlags, LoraSettings
 from .output import RunSettings
-from .prompts import set_chat_template
+from .chat_templates import set_chat_template
 from .card import write_model_card
 from .live import training_advice
 from .arguments import (ModelArguments, DataArguments, TrainingArguments, check_architecture, check_report_to,

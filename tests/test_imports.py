@@ -9,11 +9,11 @@ from conftest import ROOT, BIN
 
 PKG = ROOT/'llava_lora_nb'
 # the workflow order: a module may import only modules before it (the fixtures and demo sit on top of everything)
-ORDER = ['core', 'families', 'records', 'images', 'prompts', 'dataset', 'check', 'packing', 'targets', 'convert', 'loading', 'memory', 'explain', 'output', 'card', 'checkpoints', 'generation', 'loss', 'trainer',
+ORDER = ['core', 'families', 'records', 'images', 'prompts', 'chat_templates', 'dataset', 'check', 'packing', 'targets', 'convert', 'loading', 'memory', 'explain', 'output', 'card', 'checkpoints', 'generation', 'loss', 'trainer',
          'arguments', 'live',
          'train', 'merge', 'validate', 'gguf_layout', 'export', 'testing', 'testing_original', 'demo']
 HEAVY = ('transformers.trainer', 'deepspeed', 'bitsandbytes')
-LIGHT = ['core', 'families', 'records', 'images', 'prompts', 'dataset', 'check', 'packing', 'targets', 'convert', 'loading', 'memory', 'explain', 'output', 'card', 'checkpoints', 'generation', 'loss', 'merge', 'validate', 'gguf_layout', 'export']
+LIGHT = ['core', 'families', 'records', 'images', 'prompts', 'chat_templates', 'dataset', 'check', 'packing', 'targets', 'convert', 'loading', 'memory', 'explain', 'output', 'card', 'checkpoints', 'generation', 'loss', 'merge', 'validate', 'gguf_layout', 'export']
 SCRIPTS = ['llava_lora_check', 'llava_lora_train', 'llava_lora_merge', 'llava_lora_predict', 'llava_lora_eval', 'llava_lora_demo', 'llava_lora_export']
 
 def _modules(): return sorted(p.stem for p in PKG.glob('*.py') if not p.stem.startswith('_'))
@@ -39,6 +39,7 @@ def _fresh(code):
 
 def test_every_module_is_in_the_workflow_order():
     assert _modules() == sorted(ORDER), f"add new modules to ORDER: {sorted(set(_modules()) ^ set(ORDER))}"
+    assert set(LIGHT) <= set(ORDER), sorted(set(LIGHT) - set(ORDER))
 
 @pytest.mark.parametrize('name', ORDER)
 def test_imports_only_run_forward(name):
@@ -52,17 +53,14 @@ def test_train_merge_validate_stand_side_by_side():
 def test_fixtures_only_for_demo():
     assert [m for m in _modules() if 'testing' in _imports(m)] == ['demo', 'testing_original']   # the fixtures' second half builds on the first
 
-@pytest.mark.parametrize('name', LIGHT)
-def test_light_import(name):
-    r = _fresh(f"import sys, llava_lora_nb.{name}; print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip() == '[]', f"import llava_lora_nb.{name} loads {r.stdout.strip()}"
-
 @pytest.mark.parametrize('name', ORDER)
-def test_nothing_printed_at_import(name):
-    r = _fresh(f"import llava_lora_nb.{name}")
+def test_import_is_light_and_quiet(name, tmp_path):
+    "One fresh interpreter per module: importing it prints nothing, and a step in LIGHT loads no Trainer stack, DeepSpeed or bitsandbytes."
+    heavy = tmp_path/'heavy.json'   # reported through a file: stdout and stderr must stay empty
+    r = _fresh(f"import sys, json, llava_lora_nb.{name}; open({str(heavy)!r}, 'w').write(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))")
     assert r.returncode == 0, r.stderr[-2000:]
     assert (r.stdout, r.stderr) == ('', ''), f"import llava_lora_nb.{name} printed:\n{r.stdout}{r.stderr}"
+    if name in LIGHT: assert heavy.read_text() == '[]', f"import llava_lora_nb.{name} loads {heavy.read_text()}"
 
 def test_nothing_printed_when_deepspeed_is_imported_too():
     r = _fresh("import llava_lora_nb.train, deepspeed, bitsandbytes, peft")

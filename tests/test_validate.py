@@ -122,7 +122,7 @@ def test_served_through_pipeline_as_trained(trained, shapes):
     from PIL import Image
     from llava_lora_nb.generation import generate_answers
     from llava_lora_nb.output import RunSettings
-    from llava_lora_nb.prompts import chat_template
+    from llava_lora_nb.chat_templates import chat_template
     _, merged = trained
     _, heldout, folder = shapes
     s = RunSettings.read(merged)
