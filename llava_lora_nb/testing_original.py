@@ -24,10 +24,29 @@ def _base_tokenizer(tok):
     base.pad_token = base.unk_token
     return base
 
+def _original_weights(model, include_vision_tower=True, skip=()) -> dict:
+    "`model`'s llava-hf weights under the original repositories' names (`model.image_newline` keeps its name)."
+    from llava_lora_nb.targets import projector_key_to_original
+    sd = {}
+    for k, v in model.state_dict().items():
+        if k in skip: continue
+        if k.startswith('model.language_model.'): k = 'model.' + k[len('model.language_model.'):]
+        elif k.startswith('model.multi_modal_projector.'): k = projector_key_to_original(k)
+        elif k.startswith('model.vision_tower.'):
+            if not include_vision_tower: continue
+            k = 'model.vision_tower.vision_tower.vision_model.' + k[len('model.vision_tower.'):]
+        sd[k] = v.detach().clone().contiguous()
+    return sd
+
+def _original_config(cfg) -> dict:
+    "The language model's config as the original layout's config.json starts from."
+    t = cfg.text_config.to_dict()
+    for k in ('model_type', 'architectures', 'dtype', 'torch_dtype', 'transformers_version', '_name_or_path', 'output_attentions', 'output_hidden_states', 'return_dict'): t.pop(k, None)
+    return t
+
 def _write_original(model, proc, path, clip_path, include_vision_tower, **cfg_extra) -> tuple[Path, Path]:
     "Write `model` (llava-hf, 1.5 or NeXT) in the original `LlavaLlamaForCausalLM` layout, and its CLIP folder."
     from safetensors.torch import save_file
-    from llava_lora_nb.targets import projector_key_to_original
     path = Path(path); clip_path = Path(clip_path) if clip_path else path.with_name(path.name + '-clip')
     cfg = model.config
     # the CLIP folder that `mm_vision_tower` points at: weights, config and the image processor
@@ -37,20 +56,11 @@ def _write_original(model, proc, path, clip_path, include_vision_tower, **cfg_ex
     ip = proc.image_processor
     ImageProcessor(size=dict(ip.size), crop_size=dict(ip.crop_size)).save_pretrained(clip_path)
     base = _base_tokenizer(proc.tokenizer); nv = len(base)
-    sd = {}
-    for k, v in model.state_dict().items():
-        if k.startswith('model.language_model.'): k = 'model.' + k[len('model.language_model.'):]
-        elif k.startswith('model.multi_modal_projector.'): k = projector_key_to_original(k)
-        elif k.startswith('model.vision_tower.'):
-            if not include_vision_tower: continue
-            k = 'model.vision_tower.vision_tower.vision_model.' + k[len('model.vision_tower.'):]
-        if k in ('model.embed_tokens.weight', 'lm_head.weight'): v = v[:nv]
-        sd[k] = v.detach().clone().contiguous()   # `model.image_newline` (NeXT) keeps its name
+    sd = _original_weights(model, include_vision_tower)
+    for k in ('model.embed_tokens.weight', 'lm_head.weight'): sd[k] = sd[k][:nv].clone()   # without the rows of the tokens llava-hf added
     path.mkdir(parents=True, exist_ok=True)
     save_file(sd, path/'model.safetensors', metadata={'format': 'pt'})
-    t = cfg.text_config.to_dict()
-    for k in ('model_type', 'architectures', 'dtype', 'torch_dtype', 'transformers_version', '_name_or_path', 'output_attentions', 'output_hidden_states', 'return_dict'): t.pop(k, None)
-    v = cfg.vision_config
+    t, v = _original_config(cfg), cfg.vision_config
     t.update(architectures=['LlavaLlamaForCausalLM'], model_type='llava_llama', vocab_size=nv, pad_token_id=base.pad_token_id,
              torch_dtype='float32', mm_vision_tower=str(clip_path), mm_hidden_size=v.hidden_size, mm_projector_type='mlp2x_gelu',
              mm_vision_select_layer=cfg.vision_feature_layer, mm_vision_select_feature='patch', mm_patch_merge_type='flat',
@@ -93,7 +103,6 @@ def save_tiny_original_onevision_checkpoint(path,            # folder to write: 
                                            ) -> tuple[Path, Path]:
     "Write the tiny LLaVA-OneVision as `lmms-lab/llava-onevision-qwen2-*` are written (`LlavaQwenForCausalLM`, tower inside, tied embeddings); returns (checkpoint, SigLIP folder)."
     from safetensors.torch import save_file
-    from llava_lora_nb.targets import projector_key_to_original
     try: from transformers import SiglipImageProcessorPil as SiglipIP   # no torchvision here
     except ImportError: from transformers import SiglipImageProcessor as SiglipIP
     proc = tiny_onevision_processor()
@@ -104,17 +113,10 @@ def save_tiny_original_onevision_checkpoint(path,            # folder to write: 
     v = cfg.vision_config.to_dict(); v.update(num_hidden_layers=cfg.vision_config.num_hidden_layers + 1, model_type='siglip_vision_model')
     tower_path.mkdir(parents=True, exist_ok=True); (tower_path/'config.json').write_text(json.dumps(v, indent=2))
     SiglipIP(size={'height': cfg.vision_config.image_size, 'width': cfg.vision_config.image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(tower_path)
-    sd = {}
-    for k, t in model.state_dict().items():
-        if k == 'lm_head.weight': continue   # tied: saved once, as the embedding
-        if k.startswith('model.language_model.'): k = 'model.' + k[len('model.language_model.'):]
-        elif k.startswith('model.multi_modal_projector.'): k = projector_key_to_original(k)
-        elif k.startswith('model.vision_tower.'): k = 'model.vision_tower.vision_tower.vision_model.' + k[len('model.vision_tower.'):]
-        sd[k] = t.detach().clone().contiguous()   # `model.image_newline` keeps its name; the embedding keeps every row (Qwen's spare rows)
+    sd = _original_weights(model, skip=('lm_head.weight',))   # tied: saved once, as the embedding, with every row (Qwen's spare rows)
     path.mkdir(parents=True, exist_ok=True)
     save_file(sd, path/'model.safetensors', metadata={'format': 'pt'})
-    t = cfg.text_config.to_dict()
-    for k in ('model_type', 'architectures', 'dtype', 'torch_dtype', 'transformers_version', '_name_or_path', 'output_attentions', 'output_hidden_states', 'return_dict'): t.pop(k, None)
+    t = _original_config(cfg)
     t.update(architectures=['LlavaQwenForCausalLM'], model_type='llava', torch_dtype='float32', tie_word_embeddings=True,
              mm_vision_tower=str(tower_path), mm_hidden_size=cfg.vision_config.hidden_size, mm_projector_type='mlp2x_gelu',
              mm_vision_select_layer=-2, mm_vision_select_feature='patch', mm_patch_merge_type='spatial_unpad', mm_newline_position='grid',

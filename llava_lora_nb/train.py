@@ -150,15 +150,12 @@ def log_table(log_history:list,  # `trainer.state.log_history`
 def _compute_dtype(training_args):
     return torch.bfloat16 if training_args.bf16 else torch.float16 if training_args.fp16 else torch.float32
 
-def _last_checkpoint(output_dir):
-    return last_complete_checkpoint(output_dir)
-
 def _resume_point(training_args)->str|None:
     "The checkpoint to resume from: the last complete one by default and for `True`, or the one given (if complete)."
     resume, out = training_args.resume_from_checkpoint, training_args.output_dir
-    if resume in (None, '', 'False', 'false'): return _last_checkpoint(out)
+    if resume in (None, '', 'False', 'false'): return last_complete_checkpoint(out)
     if resume in (True, 'True', 'true', 'last'):
-        ck = _last_checkpoint(out)
+        ck = last_complete_checkpoint(out)
         if ck is None: raise ValueError(f"--resume_from_checkpoint True: {out} has no complete checkpoint-N; drop the flag to start afresh")
         return ck
     why = checkpoint_problem(resume)
